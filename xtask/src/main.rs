@@ -1,0 +1,98 @@
+//! `cargo xtask`: developer tasks for the satellite workspace.
+//!
+//! - `demo`: `setup`, then mint and verify a token against a local STS (the README's first command).
+//! - `setup`: install what the tests and benchmarks need on a fresh Debian machine (apt
+//!   packages, a Python venv with moto and the AWS CLI). Idempotent; a second run is a no-op.
+//! - `test`: `setup`, then `cargo test --workspace` (the README's test command).
+//! - `bench credential-plugin`: our exec plugin vs `aws eks get-token`, side by side.
+//!
+//! Exit codes: `0` success, `1` a step failed (the message says which), `2` bad command line.
+
+mod bench;
+mod demo;
+mod setup;
+
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Set up, then mint a real EKS token via AssumeRole against a local STS (moto)
+    Demo,
+    /// Install test peers and tools (apt packages, Python venv); idempotent and cached
+    Setup,
+    /// Set up, then run the whole test suite (extra arguments go to `cargo test`)
+    Test {
+        /// Arguments passed through to `cargo test`
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run a benchmark against its peer, measured in the same run
+    Bench {
+        #[command(subcommand)]
+        which: bench::Which,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Task::Setup => setup::all(),
+        Task::Demo => {
+            setup::all()?;
+            demo::run()
+        }
+        Task::Test { args } => {
+            setup::all()?;
+            let mut cargo_args: Vec<String> = ["test", "--workspace", "--all-targets"]
+                .map(String::from)
+                .to_vec();
+            cargo_args.extend(args);
+            cargo(&cargo_args)
+        }
+        Task::Bench { which } => {
+            setup::all()?;
+            bench::run(which)
+        }
+    }
+}
+
+/// Runs `cargo ARGS…` in the workspace root with the cargo that runs xtask.
+pub fn cargo<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(args)
+        .current_dir(workspace_root())
+        .status()
+        .context("running cargo")?;
+    if !status.success() {
+        bail!("cargo {:?} failed: {status}", args.iter().map(AsRef::as_ref).collect::<Vec<_>>());
+    }
+    Ok(())
+}
+
+/// The workspace root (the parent of xtask's manifest directory).
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_owned()
+}

@@ -1,0 +1,82 @@
+//! Installs the test peers: Debian packages and a Python venv with moto and the AWS CLI.
+//!
+//! Everything lands in [`satellite_tests::tools::cache_root`] (outside the work tree, so fresh
+//! clones reuse it). Each step checks first and does nothing when already done.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context as _, Result, bail};
+use satellite_tests::tools;
+
+/// Debian packages the tests and benchmarks use: libfaketime freezes clocks for the
+/// byte-for-byte comparison with the AWS CLI.
+const APT_PACKAGES: &[&str] = &["faketime"];
+
+/// PyPI packages, pinned: the peers we compare against must not move under us.
+const PYTHON_REQUIREMENTS: &[&str] = &["moto[server]==5.2.5", "awscli==1.46.2"];
+
+/// Runs every set-up step.
+pub fn all() -> Result<()> {
+    apt(APT_PACKAGES)?;
+    python_venv()
+}
+
+fn apt(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask setup: installing Debian packages {missing:?}");
+    let lock = "DPkg::Lock::Timeout=600";
+    run(Command::new("apt-get").args(["-o", lock, "update", "-qq"]))?;
+    run(Command::new("apt-get")
+        .args(["-o", lock, "install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+fn python_venv() -> Result<()> {
+    let venv = tools::venv();
+    let stamp = venv.join(".satellite-requirements");
+    let wanted = PYTHON_REQUIREMENTS.join("\n");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {
+        return Ok(());
+    }
+    eprintln!("xtask setup: creating Python venv {} ({wanted:?})", venv.display());
+    std::fs::create_dir_all(tools::cache_root()).context("creating the dev cache directory")?;
+    if !venv.join("bin/python").exists() && run(&mut venv_cmd(&venv)).is_err() {
+        // Debian's system Python needs the venv module packaged separately.
+        apt(&["python3-venv"])?;
+        run(&mut venv_cmd(&venv))?;
+    }
+    run(Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check"])
+        .args(PYTHON_REQUIREMENTS))?;
+    std::fs::write(&stamp, wanted).context("writing the venv stamp")
+}
+
+fn venv_cmd(venv: &Path) -> Command {
+    let mut cmd = Command::new("python3");
+    cmd.args(["-m", "venv", "--clear"]).arg(venv);
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("starting {:?}", cmd.get_program()))?;
+    if !status.success() {
+        bail!("{:?} {:?} failed: {status}", cmd.get_program(), cmd.get_args().collect::<Vec<_>>());
+    }
+    Ok(())
+}
