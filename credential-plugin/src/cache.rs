@@ -190,7 +190,8 @@ impl CredentialCache {
         tmp.write_all(&json)
             .and_then(|()| tmp.as_file().sync_all())
             .map_err(|e| cache_error(tmp.path(), e))?;
-        tmp.persist(&path).map_err(|e| cache_error(&path, e.error))?;
+        tmp.persist(&path)
+            .map_err(|e| cache_error(&path, e.error))?;
         Ok(())
     }
 
@@ -235,9 +236,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = CredentialCache::new(dir.path().join("nested/cache"));
         let key = CacheKey::new(&[("role", Some("arn:aws:iam::123456789012:role/r"))]);
-        cache.store(&key, &creds(Duration::from_secs(3600))).unwrap();
+        cache
+            .store(&key, &creds(Duration::from_secs(3600)))
+            .unwrap();
 
-        let mode = fs::metadata(cache.entry_path(&key)).unwrap().permissions().mode();
+        let mode = fs::metadata(cache.entry_path(&key))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let dir_mode = fs::metadata(cache.dir()).unwrap().permissions().mode();
         assert_eq!(dir_mode & 0o777, 0o700);
@@ -256,19 +262,32 @@ mod tests {
         let other = CacheKey::new(&[("role", Some("b"))]);
 
         cache.store(&key, &creds(Duration::from_secs(200))).unwrap();
-        assert!(cache.load(&key, SystemTime::now()).is_none(), "within refresh margin");
+        assert!(
+            cache.load(&key, SystemTime::now()).is_none(),
+            "within refresh margin"
+        );
 
-        cache.store(&other, &creds(Duration::from_secs(3600))).unwrap();
+        cache
+            .store(&other, &creds(Duration::from_secs(3600)))
+            .unwrap();
         fs::copy(cache.entry_path(&other), cache.entry_path(&key)).unwrap();
-        assert!(cache.load(&key, SystemTime::now()).is_none(), "entry of another key");
+        assert!(
+            cache.load(&key, SystemTime::now()).is_none(),
+            "entry of another key"
+        );
 
         fs::write(cache.entry_path(&key), b"{garbage").unwrap();
         fs::set_permissions(cache.entry_path(&key), fs::Permissions::from_mode(0o600)).unwrap();
         assert!(cache.load(&key, SystemTime::now()).is_none(), "corrupt");
 
-        cache.store(&key, &creds(Duration::from_secs(3600))).unwrap();
+        cache
+            .store(&key, &creds(Duration::from_secs(3600)))
+            .unwrap();
         fs::set_permissions(cache.entry_path(&key), fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(cache.load(&key, SystemTime::now()).is_none(), "world-readable");
+        assert!(
+            cache.load(&key, SystemTime::now()).is_none(),
+            "world-readable"
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub struct Cli {
 
     /// Shared-config profile for the base credentials [env: AWS_PROFILE]
     #[arg(long, global = true)]
-    pub profile: Option<String>,
+    profile: Option<String>,
 
     /// RoleSessionName for sts:AssumeRole [default: satellite-<hostname>]
     #[arg(long, global = true)]
@@ -80,14 +80,17 @@ enum EksCommand {
 }
 
 #[derive(Debug, Args)]
-#[group(id = "cluster", required = true, multiple = false)]
 struct GetToken {
     /// Name of the EKS cluster (signed as x-k8s-aws-id)
-    #[arg(long, group = "cluster")]
+    #[arg(
+        long,
+        required_unless_present = "cluster_id",
+        conflicts_with = "cluster_id"
+    )]
     cluster_name: Option<String>,
 
     /// Id of an EKS local cluster on Outposts, used instead of the name
-    #[arg(long, group = "cluster")]
+    #[arg(long)]
     cluster_id: Option<String>,
 
     /// IAM role to assume before signing
@@ -107,16 +110,15 @@ struct AuthenticatorToken {
 }
 
 impl Cli {
-    /// The region from `--region`, `AWS_REGION` or `AWS_DEFAULT_REGION`, in that order.
-    pub fn explicit_region(&self) -> Option<String> {
-        self.region
-            .clone()
-            .or_else(|| non_empty_env("AWS_REGION"))
-            .or_else(|| non_empty_env("AWS_DEFAULT_REGION"))
-    }
-
     /// Validates every input (no network) and builds the minter's configuration.
-    pub fn into_config(self, region: &str) -> Result<TokenConfig, Error> {
+    ///
+    /// The region comes from `--region`, `AWS_REGION` or `AWS_DEFAULT_REGION`, in that order,
+    /// else from `profile_region(profile)`, which is called only then and after the other
+    /// inputs were checked.
+    pub fn into_config(
+        self,
+        profile_region: impl FnOnce(Option<&str>) -> Result<Option<String>, Error>,
+    ) -> Result<TokenConfig, Error> {
         let (cluster, role_arn) = match self.command {
             Command::Eks {
                 command: EksCommand::GetToken(args),
@@ -128,7 +130,6 @@ impl Cli {
             Command::Token(args) => (args.cluster_id, args.role),
         };
         let cluster = ClusterId::new(&cluster)?;
-        let region = Region::new(region)?;
         let sts_endpoint = self
             .sts_endpoint
             .or_else(|| non_empty_env("AWS_ENDPOINT_URL_STS"))
@@ -153,6 +154,20 @@ impl Cli {
                 "--session-name and --external-id only apply with --role-arn (or -r)",
             ));
         }
+        let region = match self
+            .region
+            .or_else(|| non_empty_env("AWS_REGION"))
+            .or_else(|| non_empty_env("AWS_DEFAULT_REGION"))
+        {
+            Some(region) => region,
+            None => profile_region(self.profile.as_deref())?.ok_or_else(|| {
+                Error::invalid(
+                    "region",
+                    "none configured; pass --region, set AWS_REGION, or set `region` in the profile",
+                )
+            })?,
+        };
+        let region = Region::new(&region)?;
         let cache_dir = if self.no_cache {
             None
         } else {

@@ -109,11 +109,9 @@ pub fn render(version: ApiVersion, token: &EksToken) -> String {
 /// `YYYY-MM-DDTHH:MM:SSZ` for `at` (sub-second part dropped).
 pub fn rfc3339_seconds(at: SystemTime) -> String {
     let at = time::OffsetDateTime::from(at);
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second]Z"
-    );
-    at.format(format)
-        .expect("a UTC timestamp always formats")
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    at.format(format).expect("a UTC timestamp always formats")
 }
 
 #[cfg(test)]
@@ -123,16 +121,34 @@ mod tests {
 
     #[test]
     fn version_negotiation() {
-        assert_eq!(ApiVersion::from_exec_info(None).unwrap(), ApiVersion::V1beta1);
-        assert_eq!(ApiVersion::from_exec_info(Some("")).unwrap(), ApiVersion::V1beta1);
+        assert_eq!(
+            ApiVersion::from_exec_info(None).unwrap(),
+            ApiVersion::V1beta1
+        );
+        assert_eq!(
+            ApiVersion::from_exec_info(Some("")).unwrap(),
+            ApiVersion::V1beta1
+        );
         let v1 = r#"{"kind":"ExecCredential","apiVersion":"client.authentication.k8s.io/v1","spec":{"interactive":false}}"#;
-        assert_eq!(ApiVersion::from_exec_info(Some(v1)).unwrap(), ApiVersion::V1);
+        assert_eq!(
+            ApiVersion::from_exec_info(Some(v1)).unwrap(),
+            ApiVersion::V1
+        );
         let beta = r#"{"kind":"ExecCredential","apiVersion":"client.authentication.k8s.io/v1beta1","spec":{}}"#;
-        assert_eq!(ApiVersion::from_exec_info(Some(beta)).unwrap(), ApiVersion::V1beta1);
+        assert_eq!(
+            ApiVersion::from_exec_info(Some(beta)).unwrap(),
+            ApiVersion::V1beta1
+        );
 
         let rejected = [
-            (r#"{"kind":"ExecCredential","apiVersion":"client.authentication.k8s.io/v1alpha1"}"#, "v1alpha1"),
-            (r#"{"kind":"Pod","apiVersion":"client.authentication.k8s.io/v1"}"#, "\"Pod\""),
+            (
+                r#"{"kind":"ExecCredential","apiVersion":"client.authentication.k8s.io/v1alpha1"}"#,
+                "v1alpha1",
+            ),
+            (
+                r#"{"kind":"Pod","apiVersion":"client.authentication.k8s.io/v1"}"#,
+                "\"Pod\"",
+            ),
             (r#"{"kind":"ExecCredential"}"#, "missing"),
             ("not json", "not a JSON"),
         ];

@@ -71,7 +71,9 @@ impl Region {
         } else {
             Err(Error::invalid(
                 "region",
-                format!("{name:?} is not an AWS region name; expected something like \"us-east-1\""),
+                format!(
+                    "{name:?} is not an AWS region name; expected something like \"us-east-1\""
+                ),
             ))
         }
     }
@@ -155,7 +157,9 @@ impl RoleArn {
         };
         let parts: Vec<&str> = arn.splitn(6, ':').collect();
         let [prefix, partition, service, region, account, resource] = parts[..] else {
-            return Err(bad("it does not have the six colon-separated ARN fields".into()));
+            return Err(bad(
+                "it does not have the six colon-separated ARN fields".into()
+            ));
         };
         if prefix != "arn" {
             return Err(bad("it does not start with \"arn:\"".into()));
@@ -377,7 +381,12 @@ mod tests {
     fn endpoints_must_be_bare_http_urls() {
         assert!(parse_endpoint("http://127.0.0.1:5055").is_ok());
         assert!(parse_endpoint("https://sts.us-east-1.amazonaws.com/").is_ok());
-        for bad in ["127.0.0.1:5055", "ftp://x", "http://h/path", "http://h/?a=b"] {
+        for bad in [
+            "127.0.0.1:5055",
+            "ftp://x",
+            "http://h/path",
+            "http://h/?a=b",
+        ] {
             assert!(parse_endpoint(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -39,5 +39,7 @@ mod minter;
 pub mod token;
 
 pub use error::Error;
-pub use minter::{AssumeRole, profile_region, STS_MAX_ATTEMPTS, STS_OPERATION_TIMEOUT, TokenConfig, TokenMinter};
+pub use minter::{
+    AssumeRole, STS_MAX_ATTEMPTS, STS_OPERATION_TIMEOUT, TokenConfig, TokenMinter, profile_region,
+};
 pub use token::EksToken;

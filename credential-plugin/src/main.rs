@@ -64,20 +64,12 @@ fn main() -> ExitCode {
 fn run(cli: cli::Cli) -> Result<String, Error> {
     let version = ApiVersion::from_exec_info(std::env::var(EXEC_INFO_ENV).ok().as_deref())?;
     let mut runtime = None;
-    let region = match cli.explicit_region() {
-        Some(region) => region,
-        // Only file I/O: the shared config's `region` for the selected profile.
-        None => runtime
+    // Only file I/O: the shared config's `region` for the selected profile.
+    let config = cli.into_config(|profile| {
+        Ok(runtime
             .insert(start_runtime()?)
-            .block_on(profile_region(cli.profile.as_deref()))
-            .ok_or_else(|| {
-                Error::invalid(
-                    "region",
-                    "none configured; pass --region, set AWS_REGION, or set `region` in the profile",
-                )
-            })?,
-    };
-    let config = cli.into_config(&region)?;
+            .block_on(profile_region(profile)))
+    })?;
     let minter = TokenMinter::new(config)?;
     let token = match minter.token_from_cache() {
         Some(token) => token?,

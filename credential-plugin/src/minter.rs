@@ -5,21 +5,23 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
+use aws_config::meta::region::ProvideRegion as _;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
-use aws_config::meta::region::ProvideRegion as _;
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::ProvideCredentials as _;
 use aws_credential_types::provider::error::CredentialsError;
-use aws_sdk_sts::error::SdkError;
+use aws_sdk_sts::error::{ProvideErrorMetadata as _, SdkError};
+use aws_sdk_sts::operation::assume_role::AssumeRoleError;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use url::Url;
 
+use crate::Error;
 use crate::cache::{CacheKey, CredentialCache, REFRESH_BEFORE_EXPIRY};
 use crate::input::{ClusterId, Region, RoleArn, SessionName};
 use crate::token::{EksToken, presign};
-use crate::Error;
 
 /// Total time budget for one STS call, retries included.
 pub const STS_OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -117,7 +119,10 @@ impl TokenMinter {
                     ("duration", Some(&duration)),
                     ("region", Some(config.region.as_str())),
                     ("endpoint", Some(endpoint.as_str())),
-                    ("profile", config.profile.as_deref().or(env_profile.as_deref())),
+                    (
+                        "profile",
+                        config.profile.as_deref().or(env_profile.as_deref()),
+                    ),
                     ("access_key_id", env_key_id.as_deref()),
                 ]);
                 Some((CredentialCache::new(dir), key))
@@ -174,7 +179,11 @@ impl TokenMinter {
     }
 
     fn cached_credentials(&self, now: SystemTime) -> Option<Credentials> {
-        let memory = self.memory.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let memory = self
+            .memory
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         if let Some(credentials) = memory.filter(|c| still_fresh(c, now)) {
             return Some(credentials);
         }
@@ -246,15 +255,12 @@ impl TokenMinter {
         let provider = sdk
             .credentials_provider()
             .ok_or_else(|| Error::NoCredentials("no credential provider configured".into()))?;
-        provider
-            .provide_credentials()
-            .await
-            .map_err(|e| match e {
-                CredentialsError::CredentialsNotLoaded(_) => {
-                    Error::NoCredentials("the default credential chain found none".into())
-                }
-                other => Error::NoCredentials(DisplayErrorContext(&other).to_string()),
-            })
+        provider.provide_credentials().await.map_err(|e| match e {
+            CredentialsError::CredentialsNotLoaded(_) => {
+                Error::NoCredentials("the default credential chain found none".into())
+            }
+            other => Error::NoCredentials(DisplayErrorContext(&other).to_string()),
+        })
     }
 
     async fn assume_role(&self, role: &AssumeRole) -> Result<Credentials, Error> {
@@ -292,28 +298,30 @@ impl TokenMinter {
         ))
     }
 
-    fn assume_role_error<E, R>(
+    fn assume_role_error(
         &self,
-        error: SdkError<E, R>,
+        error: SdkError<AssumeRoleError, HttpResponse>,
         role: &AssumeRole,
         caller_key_id: String,
-    ) -> Error
-    where
-        E: aws_sdk_sts::error::ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug,
-    {
+    ) -> Error {
         match &error {
             SdkError::ServiceError(service) => {
                 let err = service.err();
-                let code = err.code().unwrap_or("Unknown");
-                let message = err.message().unwrap_or("no message").to_owned();
-                match code {
+                let (code, message) = match (err.code(), err.message()) {
+                    (Some(code), message) => {
+                        (code.to_owned(), message.unwrap_or("no message").to_owned())
+                    }
+                    _ => error_from_body(service.raw()),
+                };
+                match code.as_str() {
                     "AccessDenied" => Error::AccessDenied {
                         role_arn: role.role_arn.to_string(),
                         caller_key_id,
                         message,
                     },
-                    "InvalidClientTokenId" | "SignatureDoesNotMatch" | "ExpiredToken"
+                    "InvalidClientTokenId"
+                    | "SignatureDoesNotMatch"
+                    | "ExpiredToken"
                     | "UnrecognizedClientException" => Error::CredentialsRejected {
                         caller_key_id,
                         message: format!("{code}: {message}"),
@@ -334,6 +342,30 @@ impl TokenMinter {
             },
         }
     }
+}
+
+/// Code and message of an error response the SDK's awsQuery parser did not understand.
+///
+/// STS answers `<ErrorResponse><Error><Code>…`; some STS-compatible services (moto, some
+/// proxies) nest it as `<ErrorResponse><Errors><Error><Code>…`. Both carry one `<Code>` and one
+/// `<Message>`, which is all we need to tell AccessDenied from the rest.
+fn error_from_body(response: &HttpResponse) -> (String, String) {
+    let body = response
+        .body()
+        .bytes()
+        .map(String::from_utf8_lossy)
+        .unwrap_or_default();
+    let element = |name: &str| {
+        let open = format!("<{name}>");
+        let start = body.find(&open)? + open.len();
+        let end = start + body[start..].find(&format!("</{name}>"))?;
+        Some(body[start..end].to_owned())
+    };
+    let status = response.status().as_u16();
+    (
+        element("Code").unwrap_or_else(|| format!("HTTP {status}")),
+        element("Message").unwrap_or_else(|| "no message".to_owned()),
+    )
 }
 
 fn still_fresh(credentials: &Credentials, now: SystemTime) -> bool {

@@ -178,12 +178,24 @@ mod tests {
 
     #[test]
     fn presigned_url_has_the_eks_shape() {
-        let creds = Credentials::new("AKIDEXAMPLE", "secret", Some("tok/en+=".into()), None, "test");
+        let creds = Credentials::new(
+            "AKIDEXAMPLE",
+            "secret",
+            Some("tok/en+=".into()),
+            None,
+            "test",
+        );
         let region = Region::new("us-west-2").unwrap();
         let cluster = ClusterId::new("gpu").unwrap();
         // 2026-01-02T03:04:05Z
-        let token = presign(&creds, &cluster, &region, &region.sts_endpoint(), at(1_767_323_045))
-            .unwrap();
+        let token = presign(
+            &creds,
+            &cluster,
+            &region,
+            &region.sts_endpoint(),
+            at(1_767_323_045),
+        )
+        .unwrap();
         let url = decode(&token);
         let prefix = "https://sts.us-west-2.amazonaws.com/?Action=GetCallerIdentity&Version=2011-06-15\
             &X-Amz-Algorithm=AWS4-HMAC-SHA256\

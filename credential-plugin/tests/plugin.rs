@@ -128,7 +128,10 @@ fn token_is_byte_identical_to_aws_cli() {
                     ours["status"]["expirationTimestamp"], aws["status"]["expirationTimestamp"],
                     "{case}"
                 );
-                assert_eq!(ours["status"]["expirationTimestamp"], "2026-01-02T03:18:05Z");
+                assert_eq!(
+                    ours["status"]["expirationTimestamp"],
+                    "2026-01-02T03:18:05Z"
+                );
                 assert_eq!(ours["apiVersion"], aws["apiVersion"], "{case}");
                 assert_eq!(ours["kind"], "ExecCredential");
             }
@@ -151,7 +154,10 @@ fn authenticator_style_command_line_is_equivalent() {
     };
     let eks = run(&["eks", "get-token", "--cluster-name", "c1"]);
     assert_eq!(run(&["token", "-i", "c1"]), eks);
-    assert_eq!(run(&["get-token", "--cluster-name", "c1", "--output", "json"]), eks);
+    assert_eq!(
+        run(&["get-token", "--cluster-name", "c1", "--output", "json"]),
+        eks
+    );
     assert_ne!(run(&["token", "-i", "c2"]), eks);
 }
 
@@ -172,14 +178,21 @@ fn exec_info_version_negotiation() {
         ok_json(&run(None))["apiVersion"],
         "client.authentication.k8s.io/v1beta1"
     );
-    assert_eq!(ok_json(&run(Some(V1)))["apiVersion"], "client.authentication.k8s.io/v1");
+    assert_eq!(
+        ok_json(&run(Some(V1)))["apiVersion"],
+        "client.authentication.k8s.io/v1"
+    );
     let beta = V1.replace("/v1\"", "/v1beta1\"");
     assert_eq!(
         ok_json(&run(Some(&beta)))["apiVersion"],
         "client.authentication.k8s.io/v1beta1"
     );
     let alpha = V1.replace("/v1\"", "/v1alpha1\"");
-    assert_failed(&run(Some(&alpha)), 3, "client.authentication.k8s.io/v1alpha1\" is not supported");
+    assert_failed(
+        &run(Some(&alpha)),
+        3,
+        "client.authentication.k8s.io/v1alpha1\" is not supported",
+    );
     assert_failed(&run(Some("{oops")), 3, "KUBERNETES_EXEC_INFO: not a JSON");
 }
 
@@ -226,7 +239,10 @@ impl Sts {
     fn assert_signed_by_assumed_role(&self, token: &str) {
         let decoded = eks_token::decode(token).unwrap();
         assert!(decoded.access_key_id.starts_with("ASIA"), "{decoded:?}");
-        assert_eq!(decoded.url.as_str().split('?').next(), Some(format!("{}/", self.moto.url()).as_str()));
+        assert_eq!(
+            decoded.url.as_str().split('?').next(),
+            Some(format!("{}/", self.moto.url()).as_str())
+        );
         let roles = self.moto.assumed_roles();
         let issued = roles
             .iter()
@@ -240,7 +256,11 @@ impl Sts {
         let secret = issued["secret_access_key"].as_str().unwrap();
         decoded.verify_signature(secret, "gpu-cluster").unwrap();
         assert!(decoded.verify_signature(secret, "other-cluster").is_err());
-        assert!(decoded.verify_signature(&self.key.secret_access_key, "gpu-cluster").is_err());
+        assert!(
+            decoded
+                .verify_signature(&self.key.secret_access_key, "gpu-cluster")
+                .is_err()
+        );
     }
 }
 
@@ -261,7 +281,10 @@ fn assumed_role_credentials_sign_the_token_and_are_cached() {
     let roles = sts.moto.assumed_roles();
     assert_eq!(roles.len(), 1);
     assert!(
-        roles[0]["session_name"].as_str().unwrap().starts_with("satellite-"),
+        roles[0]["session_name"]
+            .as_str()
+            .unwrap()
+            .starts_with("satellite-"),
         "default session name: {}",
         roles[0]["session_name"]
     );
@@ -270,12 +293,19 @@ fn assumed_role_credentials_sign_the_token_and_are_cached() {
     assert_eq!(files.len(), 1, "{files:?}");
     let mode = std::fs::metadata(&files[0]).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "cache file mode {mode:o}");
-    let dir_mode = std::fs::metadata(env.cache_dir()).unwrap().permissions().mode();
+    let dir_mode = std::fs::metadata(env.cache_dir())
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(dir_mode & 0o777, 0o700, "cache dir mode {dir_mode:o}");
 
     let second = token_of(&sts.plugin(&env, &sts.role_arn).output().unwrap());
     sts.assert_signed_by_assumed_role(&second);
-    assert_eq!(sts.moto.assumed_roles().len(), 1, "second call must use the cache");
+    assert_eq!(
+        sts.moto.assumed_roles().len(),
+        1,
+        "second call must use the cache"
+    );
 
     // A different session name is a different cache key: a new AssumeRole.
     let mut renamed = sts.plugin(&env, &sts.role_arn);
@@ -320,7 +350,11 @@ fn garbage_cache_file_is_ignored_and_rewritten() {
     std::fs::write(&file, b"\x00not json at all{{{").unwrap();
     let token = token_of(&sts.plugin(&env, &sts.role_arn).output().unwrap());
     sts.assert_signed_by_assumed_role(&token);
-    assert_eq!(sts.moto.assumed_roles().len(), 2, "a corrupt entry forces a refresh");
+    assert_eq!(
+        sts.moto.assumed_roles().len(),
+        2,
+        "a corrupt entry forces a refresh"
+    );
     let rewritten: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     assert_eq!(rewritten["version"], 1);
 
@@ -337,7 +371,11 @@ fn denied_role_reports_access_denied_with_role_and_caller() {
     let sts = sts();
     let env = Env::new();
     let out = sts.plugin(&env, &sts.denied_role_arn).output().unwrap();
-    let stderr = assert_failed(&out, 5, "sts:AssumeRole of arn:aws:iam::123456789012:role/admin-role was denied");
+    let stderr = assert_failed(
+        &out,
+        5,
+        "sts:AssumeRole of arn:aws:iam::123456789012:role/admin-role was denied",
+    );
     assert!(stderr.contains("user/gpu-host"), "caller missing: {stderr}");
     assert!(stderr.contains("trust policy"), "no fix given: {stderr}");
     assert!(!stderr.contains(&sts.key.secret_access_key));
@@ -376,7 +414,14 @@ fn missing_credentials_are_reported() {
     let env = Env::new();
     let out = env
         .plugin()
-        .args(["--region", "us-east-1", "eks", "get-token", "--cluster-name", "c"])
+        .args([
+            "--region",
+            "us-east-1",
+            "eks",
+            "get-token",
+            "--cluster-name",
+            "c",
+        ])
         .output()
         .unwrap();
     assert_failed(&out, 4, "no AWS credentials found");
@@ -397,18 +442,43 @@ fn bad_input_is_rejected_before_any_network_call() {
             .output()
             .unwrap()
     };
-    let get_token = ["--region", "us-east-1", "eks", "get-token", "--cluster-name", "c"];
+    let get_token = [
+        "--region",
+        "us-east-1",
+        "eks",
+        "get-token",
+        "--cluster-name",
+        "c",
+    ];
     let cases: &[(&[&str], i32, &str)] = &[
-        (&["--role-arn", "arn:aws:iam::12345:role/r"], 3, "account \"12345\" is not 12 digits"),
-        (&["--role-arn", "my-role"], 3, "invalid role ARN"),
-        (&["--role-arn", "arn:aws-cn:iam::123456789012:role/r"], 3, "partition aws-cn"),
         (
-            &["--role-arn", "arn:aws:iam::123456789012:role/r", "--duration-seconds", "60"],
+            &["--role-arn", "arn:aws:iam::12345:role/r"],
+            3,
+            "account \"12345\" is not 12 digits",
+        ),
+        (&["--role-arn", "my-role"], 3, "invalid role ARN"),
+        (
+            &["--role-arn", "arn:aws-cn:iam::123456789012:role/r"],
+            3,
+            "partition aws-cn",
+        ),
+        (
+            &[
+                "--role-arn",
+                "arn:aws:iam::123456789012:role/r",
+                "--duration-seconds",
+                "60",
+            ],
             3,
             "session duration",
         ),
         (
-            &["--role-arn", "arn:aws:iam::123456789012:role/r", "--session-name", "x y"],
+            &[
+                "--role-arn",
+                "arn:aws:iam::123456789012:role/r",
+                "--session-name",
+                "x y",
+            ],
             3,
             "invalid session name",
         ),
@@ -417,9 +487,21 @@ fn bad_input_is_rejected_before_any_network_call() {
     for (extra, code, needle) in cases {
         assert_failed(&run(&[&get_token[..], extra].concat()), *code, needle);
     }
-    assert_failed(&run(&["eks", "get-token", "--cluster-name", ""]), 3, "invalid cluster name");
-    assert_failed(&run(&["--region", "us-east-1", "eks", "get-token"]), 2, "--cluster-name");
-    assert_failed(&run(&["--region", "Mars", "token", "-i", "c"]), 3, "invalid region");
+    assert_failed(
+        &run(&["eks", "get-token", "--cluster-name", ""]),
+        3,
+        "invalid cluster name",
+    );
+    assert_failed(
+        &run(&["--region", "us-east-1", "eks", "get-token"]),
+        2,
+        "--cluster-name",
+    );
+    assert_failed(
+        &run(&["--region", "Mars", "token", "-i", "c"]),
+        3,
+        "invalid region",
+    );
     assert!(
         listener.accept().is_err(),
         "a rejected invocation must not contact STS"

@@ -61,7 +61,10 @@ pub fn decode(token: &str) -> Result<PresignedToken, String> {
         let (k, v) = pair.split_once('=').ok_or("query pair without =")?;
         let decode = |s: &str| percent_decode_str(s).decode_utf8().map(|c| c.into_owned());
         let k = decode(k).map_err(|e| e.to_string())?;
-        if params.insert(k.clone(), decode(v).map_err(|e| e.to_string())?).is_some() {
+        if params
+            .insert(k.clone(), decode(v).map_err(|e| e.to_string())?)
+            .is_some()
+        {
             return Err(format!("duplicate query parameter {k}"));
         }
     }
@@ -79,11 +82,15 @@ pub fn decode(token: &str) -> Result<PresignedToken, String> {
     if expires > 60 {
         return Err(format!("X-Amz-Expires {expires} > 60"));
     }
-    let signed = params.get("X-Amz-SignedHeaders").ok_or("no SignedHeaders")?;
+    let signed = params
+        .get("X-Amz-SignedHeaders")
+        .ok_or("no SignedHeaders")?;
     if !signed.split(';').any(|h| h == "x-k8s-aws-id") {
         return Err("x-k8s-aws-id is not signed".into());
     }
-    let credential = params.get("X-Amz-Credential").ok_or("no X-Amz-Credential")?;
+    let credential = params
+        .get("X-Amz-Credential")
+        .ok_or("no X-Amz-Credential")?;
     let scope: Vec<&str> = credential.split('/').collect();
     let [key_id, date, region, "sts", "aws4_request"] = scope[..] else {
         return Err(format!("bad credential scope {credential}"));
@@ -148,7 +155,10 @@ impl PresignedToken {
             key = hmac(&key, part.as_bytes());
         }
         let expected = hex::encode(hmac(&key, string_to_sign.as_bytes()));
-        let got = self.params.get("X-Amz-Signature").ok_or("no X-Amz-Signature")?;
+        let got = self
+            .params
+            .get("X-Amz-Signature")
+            .ok_or("no X-Amz-Signature")?;
         if *got == expected {
             Ok(())
         } else {

@@ -6,7 +6,11 @@ use std::path::{Path, PathBuf};
 /// The cache root: `$SATELLITE_DEV_CACHE`, else `$XDG_CACHE_HOME/satellite-dev`, else
 /// `$HOME/.cache/satellite-dev`, else `/var/cache/satellite-dev`.
 pub fn cache_root() -> PathBuf {
-    let env = |name| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let env = |name| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     env("SATELLITE_DEV_CACHE")
         .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("satellite-dev")))
         .or_else(|| env("HOME").map(|d| d.join(".cache/satellite-dev")))

@@ -44,7 +44,12 @@ struct Stats {
 }
 
 fn credential_plugin(runs: usize, peer_runs: usize) -> Result<()> {
-    cargo(&["build", "--release", "--package", "satellite-credential-plugin"])?;
+    cargo(&[
+        "build",
+        "--release",
+        "--package",
+        "satellite-credential-plugin",
+    ])?;
     let ours = target_dir().join("release/satellite-credential-plugin");
     let aws = tools::venv_bin("aws");
 
@@ -69,22 +74,38 @@ fn credential_plugin(runs: usize, peer_runs: usize) -> Result<()> {
     let ours_cmd = |extra: &[&str]| {
         let mut cmd = Command::new(&ours);
         env(&mut cmd);
-        cmd.args(["--region", "us-east-1", "eks", "get-token", "--cluster-name", "bench"])
-            .args(extra);
+        cmd.args([
+            "--region",
+            "us-east-1",
+            "eks",
+            "get-token",
+            "--cluster-name",
+            "bench",
+        ])
+        .args(extra);
         cmd
     };
     let aws_cmd = |extra: &[&str]| {
         let mut cmd = Command::new(&aws);
         env(&mut cmd);
-        cmd.args(["--region", "us-east-1", "eks", "get-token", "--cluster-name", "bench"])
-            .args(extra);
+        cmd.args([
+            "--region",
+            "us-east-1",
+            "eks",
+            "get-token",
+            "--cluster-name",
+            "bench",
+        ])
+        .args(extra);
         cmd
     };
     let cache_arg = cache.to_str().context("cache path is UTF-8")?;
     let with_role = ["--role-arn", role.as_str()];
 
     // Fill the cache once: the warm scenario measures what kubelet sees on every call after.
-    measure("warm-up", 1, || ours_cmd(&[&with_role[..], &["--cache-dir", cache_arg]].concat()))?;
+    measure("warm-up", 1, || {
+        ours_cmd(&[&with_role[..], &["--cache-dir", cache_arg]].concat())
+    })?;
 
     let results = [
         measure("ours, role, cached credentials", runs, || {
@@ -100,11 +121,16 @@ fn credential_plugin(runs: usize, peer_runs: usize) -> Result<()> {
     let assumed = moto.assumed_roles().len();
     let expected_assumes = 1 + peer_runs * 2;
     if assumed != expected_assumes {
-        bail!("moto saw {assumed} AssumeRole calls, expected {expected_assumes}: the cache did not hold");
+        bail!(
+            "moto saw {assumed} AssumeRole calls, expected {expected_assumes}: the cache did not hold"
+        );
     }
 
     println!();
-    println!("{:<34} {:>6} {:>11} {:>11} {:>12}", "scenario", "runs", "median ms", "p95 ms", "peak RSS MB");
+    println!(
+        "{:<34} {:>6} {:>11} {:>11} {:>12}",
+        "scenario", "runs", "median ms", "p95 ms", "peak RSS MB"
+    );
     for s in &results {
         println!(
             "{:<34} {:>6} {:>11.2} {:>11.2} {:>12.1}",
@@ -141,8 +167,7 @@ fn measure(name: &str, runs: usize, mut command: impl FnMut() -> Command) -> Res
     let mut times = Vec::with_capacity(runs);
     let mut peak_rss_kib = 0;
     for _ in 0..runs {
-        let (elapsed, rss) = run_once(command())
-            .with_context(|| format!("scenario {name:?}"))?;
+        let (elapsed, rss) = run_once(command()).with_context(|| format!("scenario {name:?}"))?;
         times.push(elapsed);
         peak_rss_kib = peak_rss_kib.max(rss);
     }
@@ -159,9 +184,13 @@ fn measure(name: &str, runs: usize, mut command: impl FnMut() -> Command) -> Res
 
 /// Spawns `cmd`, reaps it with `wait4`, and returns (wall time, peak RSS in KiB).
 fn run_once(mut cmd: Command) -> Result<(Duration, u64)> {
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     let start = Instant::now();
-    let mut child = cmd.spawn().with_context(|| format!("spawning {:?}", cmd.get_program()))?;
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("spawning {:?}", cmd.get_program()))?;
     let pid = i32::try_from(child.id()).context("pid fits i32")?;
     let mut status = 0;
     // SAFETY: an all-zero rusage is a valid value of this plain C struct.
@@ -178,7 +207,10 @@ fn run_once(mut cmd: Command) -> Result<(Duration, u64)> {
             use std::io::Read as _;
             pipe.read_to_string(&mut stderr).ok();
         }
-        bail!("{:?} failed (wait status {status}): {stderr}", cmd.get_program());
+        bail!(
+            "{:?} failed (wait status {status}): {stderr}",
+            cmd.get_program()
+        );
     }
     // Linux reports ru_maxrss in KiB.
     Ok((elapsed, u64::try_from(usage.ru_maxrss).unwrap_or(0)))

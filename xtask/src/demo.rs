@@ -12,7 +12,12 @@ use crate::cargo;
 
 /// Runs the demo, printing each step.
 pub fn run() -> Result<()> {
-    cargo(&["build", "--quiet", "--package", "satellite-credential-plugin"])?;
+    cargo(&[
+        "build",
+        "--quiet",
+        "--package",
+        "satellite-credential-plugin",
+    ])?;
     let plugin = crate::bench::target_dir().join("debug/satellite-credential-plugin");
 
     println!("==> starting moto (local STS/IAM) on 127.0.0.1");
@@ -50,11 +55,15 @@ pub fn run() -> Result<()> {
         Ok((String::from_utf8(out.stdout)?, ms))
     };
 
-    println!("==> satellite-credential-plugin eks get-token --cluster-name sandbox --role-arn {role}");
+    println!(
+        "==> satellite-credential-plugin eks get-token --cluster-name sandbox --role-arn {role}"
+    );
     let (credential, cold_ms) = invoke()?;
     print!("{credential}");
     let json: serde_json::Value = serde_json::from_str(&credential)?;
-    let token = json["status"]["token"].as_str().context("no status.token")?;
+    let token = json["status"]["token"]
+        .as_str()
+        .context("no status.token")?;
     let decoded = eks_token::decode(token).map_err(anyhow::Error::msg)?;
     let secret = moto
         .secret_for(&decoded.access_key_id)
@@ -68,7 +77,12 @@ pub fn run() -> Result<()> {
     );
 
     let (_, warm_ms) = invoke()?;
-    ensure!(moto.assumed_roles().len() == 1, "the second call should have used the cache");
-    println!("==> first call (AssumeRole) {cold_ms:.1} ms; second call (cached credentials) {warm_ms:.1} ms");
+    ensure!(
+        moto.assumed_roles().len() == 1,
+        "the second call should have used the cache"
+    );
+    println!(
+        "==> first call (AssumeRole) {cold_ms:.1} ms; second call (cached credentials) {warm_ms:.1} ms"
+    );
     Ok(())
 }

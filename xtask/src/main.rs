@@ -3,7 +3,8 @@
 //! - `demo`: `setup`, then mint and verify a token against a local STS (the README's first command).
 //! - `setup`: install what the tests and benchmarks need on a fresh Debian machine (apt
 //!   packages, a Python venv with moto and the AWS CLI). Idempotent; a second run is a no-op.
-//! - `test`: `setup`, then `cargo test --workspace` (the README's test command).
+//! - `test`: `setup`, then doc tests and `cargo nextest run --workspace` (the README's test
+//!   command).
 //! - `bench credential-plugin`: our exec plugin vs `aws eks get-token`, side by side.
 //!
 //! Exit codes: `0` success, `1` a step failed (the message says which), `2` bad command line.
@@ -30,9 +31,10 @@ enum Task {
     Demo,
     /// Install test peers and tools (apt packages, Python venv); idempotent and cached
     Setup,
-    /// Set up, then run the whole test suite (extra arguments go to `cargo test`)
+    /// Set up, then run the whole test suite: doc tests, then every other test under
+    /// cargo-nextest (extra arguments go to `cargo nextest run`)
     Test {
-        /// Arguments passed through to `cargo test`
+        /// Arguments passed through to `cargo nextest run`
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -62,11 +64,12 @@ fn run(cli: Cli) -> Result<()> {
         }
         Task::Test { args } => {
             setup::all()?;
-            let mut cargo_args: Vec<String> = ["test", "--workspace", "--all-targets"]
+            cargo(&["test", "--workspace", "--doc"])?;
+            let mut nextest: Vec<String> = ["nextest", "run", "--workspace", "--all-targets"]
                 .map(String::from)
                 .to_vec();
-            cargo_args.extend(args);
-            cargo(&cargo_args)
+            nextest.extend(args);
+            cargo(&nextest)
         }
         Task::Bench { which } => {
             setup::all()?;
@@ -84,7 +87,10 @@ pub fn cargo<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Result<()> {
         .status()
         .context("running cargo")?;
     if !status.success() {
-        bail!("cargo {:?} failed: {status}", args.iter().map(AsRef::as_ref).collect::<Vec<_>>());
+        bail!(
+            "cargo {:?} failed: {status}",
+            args.iter().map(AsRef::as_ref).collect::<Vec<_>>()
+        );
     }
     Ok(())
 }

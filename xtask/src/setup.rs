@@ -19,7 +19,23 @@ const PYTHON_REQUIREMENTS: &[&str] = &["moto[server]==5.2.5", "awscli==1.46.2"];
 /// Runs every set-up step.
 pub fn all() -> Result<()> {
     apt(APT_PACKAGES)?;
-    python_venv()
+    python_venv()?;
+    nextest()
+}
+
+/// cargo-nextest runs the suite (one process per test, so a test's environment and a crashed
+/// child never leak into another). Most machines of this kind ship it; install it otherwise.
+fn nextest() -> Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let present = Command::new(&cargo)
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if present {
+        return Ok(());
+    }
+    eprintln!("xtask setup: installing cargo-nextest from crates.io");
+    run(Command::new(&cargo).args(["install", "--locked", "cargo-nextest"]))
 }
 
 fn apt(packages: &[&str]) -> Result<()> {
@@ -40,7 +56,14 @@ fn apt(packages: &[&str]) -> Result<()> {
     let lock = "DPkg::Lock::Timeout=600";
     run(Command::new("apt-get").args(["-o", lock, "update", "-qq"]))?;
     run(Command::new("apt-get")
-        .args(["-o", lock, "install", "-y", "-qq", "--no-install-recommends"])
+        .args([
+            "-o",
+            lock,
+            "install",
+            "-y",
+            "-qq",
+            "--no-install-recommends",
+        ])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))
 }
@@ -52,7 +75,10 @@ fn python_venv() -> Result<()> {
     if std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {
         return Ok(());
     }
-    eprintln!("xtask setup: creating Python venv {} ({wanted:?})", venv.display());
+    eprintln!(
+        "xtask setup: creating Python venv {} ({wanted:?})",
+        venv.display()
+    );
     std::fs::create_dir_all(tools::cache_root()).context("creating the dev cache directory")?;
     if !venv.join("bin/python").exists() && run(&mut venv_cmd(&venv)).is_err() {
         // Debian's system Python needs the venv module packaged separately.
@@ -76,7 +102,11 @@ fn run(cmd: &mut Command) -> Result<()> {
         .status()
         .with_context(|| format!("starting {:?}", cmd.get_program()))?;
     if !status.success() {
-        bail!("{:?} {:?} failed: {status}", cmd.get_program(), cmd.get_args().collect::<Vec<_>>());
+        bail!(
+            "{:?} {:?} failed: {status}",
+            cmd.get_program(),
+            cmd.get_args().collect::<Vec<_>>()
+        );
     }
     Ok(())
 }
