@@ -181,6 +181,7 @@ impl Cli {
             region,
             sts_endpoint,
             profile: self.profile,
+            credentials_provider: None,
             assume_role,
             cache_dir,
         })

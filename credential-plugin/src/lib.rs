@@ -20,6 +20,7 @@
 //!     region: Region::new("us-west-2")?,
 //!     sts_endpoint: None,
 //!     profile: None,
+//!     credentials_provider: None,
 //!     assume_role: None,
 //!     cache_dir: None,
 //! })?;

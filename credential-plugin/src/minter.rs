@@ -10,8 +10,8 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_credential_types::Credentials;
-use aws_credential_types::provider::ProvideCredentials as _;
 use aws_credential_types::provider::error::CredentialsError;
+use aws_credential_types::provider::{ProvideCredentials as _, SharedCredentialsProvider};
 use aws_sdk_sts::error::{ProvideErrorMetadata as _, SdkError};
 use aws_sdk_sts::operation::assume_role::AssumeRoleError;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
@@ -41,6 +41,9 @@ pub struct TokenConfig {
     pub sts_endpoint: Option<Url>,
     /// The shared-config profile for the base credentials (`None`: `AWS_PROFILE` or `default`).
     pub profile: Option<String>,
+    /// The base credentials; `None`: the standard chain (for the profile above). The agent
+    /// passes a provider built from its NodeConfig here.
+    pub credentials_provider: Option<SharedCredentialsProvider>,
     /// Assume this role with the base credentials and sign with the role's credentials.
     pub assume_role: Option<AssumeRole>,
     /// Where assumed-role credentials are cached across processes; `None` disables the disk cache.
@@ -251,10 +254,14 @@ impl TokenMinter {
     }
 
     async fn base_credentials(&self) -> Result<Credentials, Error> {
-        let sdk = self.sdk_config().await;
-        let provider = sdk
-            .credentials_provider()
-            .ok_or_else(|| Error::NoCredentials("no credential provider configured".into()))?;
+        let provider = match &self.config.credentials_provider {
+            Some(provider) => provider.clone(),
+            None => self
+                .sdk_config()
+                .await
+                .credentials_provider()
+                .ok_or_else(|| Error::NoCredentials("no credential provider configured".into()))?,
+        };
         provider.provide_credentials().await.map_err(|e| match e {
             CredentialsError::CredentialsNotLoaded(_) => {
                 Error::NoCredentials("the default credential chain found none".into())
