@@ -1,7 +1,7 @@
 //! `satellite-agent`: the host agent that makes a GPU host outside AWS an Amazon EKS node.
 //!
-//! This crate holds the command-line entry point only; `join`, `run`, `proxy`, `datapath`,
-//! `admin` and `leave` arrive with their own issues (see the repository README).
+//! Subcommands arrive with their issues (`join`, `run`, `proxy`, `datapath`, `admin`,
+//! `leave`); see the repository README.
 //!
 //! Exit codes: `0` success, `2` bad command line.
 
