@@ -163,12 +163,21 @@ impl TokenMinter {
     /// [`Error::CredentialsRejected`], [`Error::StsUnreachable`], [`Error::Sts`],
     /// [`Error::Signing`].
     pub async fn token(&self) -> Result<EksToken, Error> {
-        if let Some(result) = self.token_from_cache() {
-            return result;
+        let credentials = self.credentials().await?;
+        self.sign(&credentials, SystemTime::now())
+    }
+
+    /// The credentials tokens are signed with (the assumed role's when configured), from the
+    /// same caches as [`TokenMinter::token`]; for the agent's own AWS API calls.
+    ///
+    /// Errors: as [`TokenMinter::token`].
+    pub async fn credentials(&self) -> Result<Credentials, Error> {
+        if let Some(credentials) = self.cached_credentials(SystemTime::now()) {
+            return Ok(credentials);
         }
         let credentials = self.fetch_credentials().await?;
         *self.memory.lock().unwrap_or_else(|e| e.into_inner()) = Some(credentials.clone());
-        self.sign(&credentials, SystemTime::now())
+        Ok(credentials)
     }
 
     fn sign(&self, credentials: &Credentials, now: SystemTime) -> Result<EksToken, Error> {

@@ -1,0 +1,185 @@
+//! A set of files to write, shown as a diff (`--dry-run`) or applied atomically.
+//!
+//! Apply writes every changed file to a temporary file beside its target first (right mode,
+//! fsynced), and only then renames them all into place, so a failure while staging leaves the
+//! host untouched and a re-run converges. Unchanged files are not touched, so a second `join`
+//! reports no change.
+
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+
+use similar::TextDiff;
+
+use crate::render::under;
+
+/// One file: absolute path (before the root prefix), contents, mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSpec {
+    /// Absolute path on the host.
+    pub path: PathBuf,
+    /// Full contents.
+    pub contents: String,
+    /// Permission bits (e.g. `0o600` for the kubeconfig).
+    pub mode: u32,
+}
+
+impl FileSpec {
+    /// A file at `path` with `contents` and `mode`.
+    pub fn new(path: &Path, contents: String, mode: u32) -> FileSpec {
+        FileSpec {
+            path: path.to_owned(),
+            contents,
+            mode,
+        }
+    }
+}
+
+/// The files of one `join`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    files: Vec<FileSpec>,
+}
+
+/// How a file differs from what is on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The file does not exist yet.
+    Create,
+    /// The contents differ (the unified diff).
+    Update(String),
+    /// Only the mode differs (`from`, `to`).
+    Mode(u32, u32),
+}
+
+impl Plan {
+    /// Adds a file.
+    pub fn add(&mut self, file: FileSpec) {
+        self.files.push(file);
+    }
+
+    /// The files, in order.
+    pub fn files(&self) -> &[FileSpec] {
+        &self.files
+    }
+
+    /// The changes applying would make under `root`, per file (unchanged files omitted).
+    ///
+    /// Errors: a file exists but cannot be read.
+    pub fn changes(&self, root: &Path) -> std::io::Result<Vec<(&FileSpec, Change)>> {
+        let mut out = Vec::new();
+        for file in &self.files {
+            let target = under(root, &file.path);
+            let change = match fs::read_to_string(&target) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(Change::Create),
+                Err(e) => return Err(e),
+                Ok(old) if old != file.contents => Some(Change::Update(
+                    TextDiff::from_lines(&old, &file.contents)
+                        .unified_diff()
+                        .header(
+                            &file.path.display().to_string(),
+                            &file.path.display().to_string(),
+                        )
+                        .to_string(),
+                )),
+                Ok(_) => {
+                    let mode = fs::metadata(&target)?.permissions().mode() & 0o7777;
+                    (mode != file.mode).then_some(Change::Mode(mode, file.mode))
+                }
+            };
+            if let Some(change) = change {
+                out.push((file, change));
+            }
+        }
+        Ok(out)
+    }
+
+    /// A human-readable rendering of [`Plan::changes`] (`+++`/`---` diffs; new files in full).
+    pub fn diff(&self, root: &Path) -> std::io::Result<String> {
+        let mut out = String::new();
+        for (file, change) in self.changes(root)? {
+            match change {
+                Change::Create => {
+                    out.push_str(&format!(
+                        "--- /dev/null\n+++ {} (new, mode {:o})\n",
+                        file.path.display(),
+                        file.mode
+                    ));
+                    for line in file.contents.lines() {
+                        out.push_str(&format!("+{line}\n"));
+                    }
+                }
+                Change::Update(diff) => out.push_str(&diff),
+                Change::Mode(from, to) => out.push_str(&format!(
+                    "mode {}: {from:o} -> {to:o}\n",
+                    file.path.display()
+                )),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes every changed file under `root`; returns the paths it changed.
+    ///
+    /// Errors: an I/O error naming the file; files staged before it are removed again.
+    pub fn apply(&self, root: &Path) -> Result<Vec<PathBuf>, ApplyError> {
+        let changes = self.changes(root).map_err(|e| ApplyError {
+            path: root.to_owned(),
+            source: e,
+        })?;
+        let mut staged = Vec::new();
+        for (file, _) in &changes {
+            let target = under(root, &file.path);
+            match stage(&target, file) {
+                Ok(tmp) => staged.push((tmp, target)),
+                Err(source) => {
+                    // Nothing has been renamed yet: dropping the temp files undoes everything.
+                    return Err(ApplyError {
+                        path: target,
+                        source,
+                    });
+                }
+            }
+        }
+        let mut changed = Vec::new();
+        for (tmp, target) in staged {
+            tmp.persist(&target).map_err(|e| ApplyError {
+                path: target.clone(),
+                source: e.error,
+            })?;
+            changed.push(target);
+        }
+        Ok(changed)
+    }
+}
+
+fn stage(target: &Path, file: &FileSpec) -> std::io::Result<tempfile::NamedTempFile> {
+    let dir = target
+        .parent()
+        .ok_or_else(|| std::io::Error::other("path has no parent directory"))?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".satellite-")
+        .permissions(fs::Permissions::from_mode(file.mode))
+        .tempfile_in(dir)?;
+    tmp.write_all(file.contents.as_bytes())?;
+    // The umask may have cleared bits the builder asked for.
+    tmp.as_file()
+        .set_permissions(fs::Permissions::from_mode(file.mode))?;
+    tmp.as_file().sync_all()?;
+    Ok(tmp)
+}
+
+/// Writing a planned file failed.
+#[derive(Debug, thiserror::Error)]
+#[error("writing {path}: {source}")]
+pub struct ApplyError {
+    /// The file.
+    pub path: PathBuf,
+    /// The I/O error.
+    pub source: std::io::Error,
+}

@@ -1,0 +1,227 @@
+//! `satellite-agent run`: the daemon. Starts and supervises kubelet with the flags `join`
+//! rendered, watches kubelet's health, keeps the Node's labels, tells systemd when the node
+//! is up (`Type=notify`), and stops kubelet on SIGTERM/SIGINT.
+
+pub mod labels;
+pub mod supervisor;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::aws::{self, AwsError};
+use crate::config::{ConfigError, NodeConfig};
+use crate::render::{AGENT_VERSION_LABEL, COMPUTE_TYPE_LABEL, Layout, under};
+use supervisor::KubeletCommand;
+
+/// kubelet's health endpoint (KubeletConfiguration `healthzBindAddress`:`healthzPort`
+/// defaults).
+pub const KUBELET_HEALTHZ: &str = "http://127.0.0.1:10248/healthz";
+
+/// Inputs of `run`.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The NodeConfig file.
+    pub config_path: PathBuf,
+    /// The prefix `join` wrote under.
+    pub root: PathBuf,
+}
+
+/// Why `run` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The NodeConfig is unreadable or invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A file `join` writes is missing or malformed.
+    #[error("{path}: {message}; run `satellite-agent join` first")]
+    NotJoined {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// Setting up the node identity failed.
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    /// Installing the signal handlers failed.
+    #[error("installing signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+impl RunError {
+    /// Exit code: `3` invalid config, `4` AWS, `1` otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::Config(_) => 3,
+            RunError::Aws(_) => 4,
+            RunError::NotJoined { .. } | RunError::Signals(_) => 1,
+        }
+    }
+}
+
+/// Runs until SIGTERM or SIGINT; kubelet is stopped before it returns.
+///
+/// Errors: see [`RunError`] (all detected before kubelet starts).
+pub async fn run(options: &RunOptions) -> Result<(), RunError> {
+    let config = NodeConfig::load(&options.config_path)?;
+    let root = &options.root;
+    let layout = Layout::new(&config);
+    let args: Vec<String> = read_json(&under(root, &layout.kubelet_flags))?;
+    let node_name =
+        flag_value(&args, "--hostname-override").ok_or_else(|| RunError::NotJoined {
+            path: layout.kubelet_flags.clone(),
+            message: "no --hostname-override".into(),
+        })?;
+    let endpoint = api_server(&under(root, &layout.kubeconfig))?;
+    let ca_path = under(root, &layout.ca);
+    let ca_pem = std::fs::read_to_string(&ca_path).map_err(|e| RunError::NotJoined {
+        path: ca_path.clone(),
+        message: e.to_string(),
+    })?;
+    let minter = aws::minter(&config, root).await?;
+    let command = KubeletCommand {
+        binary: config
+            .spec
+            .kubelet
+            .binary
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/usr/bin/kubelet")),
+        args,
+    };
+    let mut wanted = config.spec.kubelet.labels.clone();
+    wanted.insert(COMPUTE_TYPE_LABEL.0.into(), COMPUTE_TYPE_LABEL.1.into());
+    wanted.insert(
+        AGENT_VERSION_LABEL.into(),
+        env!("CARGO_PKG_VERSION").to_owned(),
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (started_tx, started_rx) = watch::channel(0u64);
+    spawn_signal_handler(stop_tx)?;
+    let supervisor = tokio::spawn(supervisor::supervise(command, stop_rx.clone(), started_tx));
+    tokio::spawn(watch_health(stop_rx.clone()));
+    tokio::spawn(keep_labels(
+        labels::NodeClient::new(endpoint, ca_pem, minter),
+        node_name,
+        wanted,
+        started_rx,
+        stop_rx,
+    ));
+    if let Err(e) = supervisor.await {
+        tracing::error!(error = %e, "kubelet supervisor failed");
+    }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    Ok(())
+}
+
+fn spawn_signal_handler(stop: watch::Sender<bool>) -> Result<(), RunError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: stopping kubelet"),
+            _ = int.recv() => tracing::info!("SIGINT: stopping kubelet"),
+        }
+        stop.send_replace(true);
+    });
+    Ok(())
+}
+
+/// Polls kubelet's healthz every 2 s; the first success tells systemd we are ready, and every
+/// change of health is logged.
+async fn watch_health(mut stop: watch::Receiver<bool>) {
+    let mut healthy = false;
+    let mut notified = false;
+    loop {
+        let now = tokio::task::spawn_blocking(|| {
+            ureq::get(KUBELET_HEALTHZ)
+                .config()
+                .timeout_global(Some(Duration::from_secs(2)))
+                .build()
+                .call()
+                .is_ok()
+        })
+        .await
+        .unwrap_or(false);
+        if now != healthy {
+            healthy = now;
+            tracing::info!(healthy, "kubelet health changed");
+        }
+        if healthy && !notified {
+            notified = true;
+            let _ = sd_notify::notify(&[
+                sd_notify::NotifyState::Ready,
+                sd_notify::NotifyState::Status("kubelet healthy"),
+            ]);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Reconciles the Node's labels every [`labels::RESYNC`] and whenever kubelet restarts.
+async fn keep_labels(
+    mut client: labels::NodeClient,
+    node_name: String,
+    wanted: BTreeMap<String, String>,
+    mut started: watch::Receiver<u64>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let result = match client.get().await {
+            Ok(kube) => labels::reconcile(kube, &node_name, &wanted).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(true) => tracing::info!(node = %node_name, "node labels updated"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(node = %node_name, error = %e, "label reconciliation failed"),
+        }
+        // Short period until the Node exists (kubelet registers it a few seconds in).
+        tokio::select! {
+            _ = tokio::time::sleep(labels::RESYNC.min(Duration::from_secs(5))) => {}
+            _ = started.changed() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, RunError> {
+    let text = std::fs::read_to_string(path).map_err(|e| RunError::NotJoined {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    serde_json::from_str(&text).map_err(|e| RunError::NotJoined {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+fn api_server(kubeconfig: &Path) -> Result<String, RunError> {
+    let config =
+        kube::config::Kubeconfig::read_from(kubeconfig).map_err(|e| RunError::NotJoined {
+            path: kubeconfig.to_owned(),
+            message: e.to_string(),
+        })?;
+    config
+        .clusters
+        .first()
+        .and_then(|c| c.cluster.as_ref())
+        .and_then(|c| c.server.clone())
+        .ok_or_else(|| RunError::NotJoined {
+            path: kubeconfig.to_owned(),
+            message: "no cluster server".into(),
+        })
+}
+
+fn flag_value(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .find_map(|a| a.strip_prefix(name).and_then(|rest| rest.strip_prefix('=')))
+        .map(str::to_owned)
+}
