@@ -86,10 +86,7 @@ pub async fn minter(config: &NodeConfig, root: &Path) -> Result<TokenMinter, Aws
     let credentials_provider = match &identity.credentials_file {
         Some(file) => {
             let files = EnvConfigFiles::builder()
-                .with_file(
-                    EnvConfigFileKind::Credentials,
-                    crate::render::under(root, file),
-                )
+                .with_file(EnvConfigFileKind::Credentials, file)
                 .build();
             let provider = aws_config::profile::ProfileFileCredentialsProvider::builder()
                 .profile_files(files)

@@ -103,8 +103,8 @@ pub async fn join(options: &JoinOptions) -> Result<JoinReport, JoinError> {
     let host_id = host_id(root);
     let node_ip = aws::node_ip(&config, &minter, &host_id, options.dry_run).await?;
     let node_name = node_name(node_ip, &config.spec.cluster.region);
-    let kubelet_version = kubelet_version(&config).await?;
     check_api_server(&cluster, &minter, &node_name).await?;
+    let kubelet_version = kubelet_version(&config).await?;
 
     let resolved = Resolved {
         api_server: cluster.endpoint.clone(),
