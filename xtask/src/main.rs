@@ -5,12 +5,14 @@
 //!   packages, a Python venv with moto and the AWS CLI). Idempotent; a second run is a no-op.
 //! - `test`: `setup`, then doc tests and `cargo nextest run --workspace` (the README's test
 //!   command).
+//! - `sandbox install|up|down|status|exec`: the local sandbox cluster (root).
 //! - `bench credential-plugin`: our exec plugin vs `aws eks get-token`, side by side.
 //!
 //! Exit codes: `0` success, `1` a step failed (the message says which), `2` bad command line.
 
 mod bench;
 mod demo;
+mod sandbox;
 mod setup;
 
 use std::process::{Command, ExitCode};
@@ -37,6 +39,11 @@ enum Task {
         /// Arguments passed through to `cargo nextest run`
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// The local sandbox cluster (real Kubernetes v1.20.2, containerd, moto) in a network namespace
+    Sandbox {
+        #[command(subcommand)]
+        action: sandbox::Action,
     },
     /// Run a benchmark against its peer, measured in the same run
     Bench {
@@ -71,6 +78,7 @@ fn run(cli: Cli) -> Result<()> {
             nextest.extend(args);
             cargo(&nextest)
         }
+        Task::Sandbox { action } => sandbox::run(action),
         Task::Bench { which } => {
             setup::all()?;
             bench::run(which)
