@@ -3,7 +3,7 @@
 //! - `demo`: `setup`, then mint and verify a token against a local STS (the README's first command).
 //! - `setup`: install what the tests and benchmarks need on a fresh Debian machine (apt
 //!   packages, a Python venv with moto and the AWS CLI). Idempotent; a second run is a no-op.
-//! - `test`: `setup`, then doc tests and `cargo nextest run --workspace` (the README's test
+//! - `test`: `setup` and `sandbox install`, then doc tests and `cargo nextest run --workspace` (the README's test
 //!   command).
 //! - `sandbox install|up|down|status|exec`: the local sandbox cluster (root).
 //! - `bench credential-plugin`: our exec plugin vs `aws eks get-token`, side by side.
@@ -71,6 +71,9 @@ fn run(cli: Cli) -> Result<()> {
         }
         Task::Test { args } => {
             setup::all()?;
+            // The sandbox tests need Kubernetes, containerd, etcd and the pause image (cached;
+            // only the first run on a machine builds Kubernetes, ~4 min on 2 idle cores).
+            sandbox::install::all()?;
             cargo(&["test", "--workspace", "--doc"])?;
             let mut nextest: Vec<String> = ["nextest", "run", "--workspace", "--all-targets"]
                 .map(String::from)

@@ -3,8 +3,10 @@
 //! [`satellite_tests::authenticator`] for what it checks.
 //!
 //! Routes: `POST /authenticate` (TokenReview in, TokenReview out), `GET /healthz`.
-//! Reads `kube-system/aws-auth` from the apiserver (with `--kubeconfig`) and moto's state
-//! (`--moto-url`) on every review, so mapping changes apply at once. Logs one line per review
+//! Reads `kube-system/aws-auth` from the apiserver (with `--kubeconfig`) on every review, so
+//! mapping changes apply at once. moto's state (`--moto-url`, `/moto-api/data.json`, several
+//! MB and seconds once IAM is used) is cached and fetched again only when a token's access key
+//! or session is not in the cached copy (issued credentials never change). Logs one line per review
 //! (username or reason; never a token). Exit codes: 0 on SIGTERM, 1 on a start-up error.
 
 use std::net::SocketAddr;
@@ -42,6 +44,7 @@ struct App {
     settings: Settings,
     configmaps: Api<ConfigMap>,
     moto_state_url: String,
+    moto_state: tokio::sync::Mutex<Option<Arc<serde_json::Value>>>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -76,6 +79,7 @@ async fn run(args: Args) -> Result<()> {
         },
         configmaps: Api::namespaced(client, "kube-system"),
         moto_state_url: args.moto_url.join("moto-api/data.json")?.to_string(),
+        moto_state: tokio::sync::Mutex::new(None),
     });
     let router = axum::Router::new()
         .route("/authenticate", post(review))
@@ -122,18 +126,15 @@ async fn check(
     if !token.starts_with("k8s-aws-v1.") {
         return Err("not an EKS token (no k8s-aws-v1. prefix)".into());
     }
-    let url = app.moto_state_url.clone();
-    let state = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, String> {
-        let text = ureq::get(&url)
-            .call()
-            .map_err(|e| format!("reading STS state from moto: {e}"))?
-            .body_mut()
-            .read_to_string()
-            .map_err(|e| format!("reading STS state from moto: {e}"))?;
-        serde_json::from_str(&text).map_err(|e| format!("moto state is not JSON: {e}"))
-    })
-    .await
-    .map_err(|e| format!("moto lookup task: {e}"))??;
+    let cached = app.moto_state.lock().await.clone();
+    let state = match cached {
+        Some(state) if known_to(&state, token) => state,
+        _ => {
+            let fresh = Arc::new(fetch_moto_state(app.moto_state_url.clone()).await?);
+            *app.moto_state.lock().await = Some(fresh.clone());
+            fresh
+        }
+    };
     let cm = app
         .configmaps
         .get_opt("aws-auth")
@@ -151,4 +152,27 @@ async fn check(
         &aws_auth,
         time::OffsetDateTime::now_utc(),
     )
+}
+
+/// Whether the credentials that signed `token` are in `state` (else fetch a newer copy).
+fn known_to(state: &serde_json::Value, token: &str) -> bool {
+    satellite_tests::eks_token::decode(token)
+        .is_ok_and(|t| satellite_tests::authenticator::verify::caller_from_moto(state, &t).is_ok())
+}
+
+/// GETs moto's `/moto-api/data.json` (up to 256 MiB).
+async fn fetch_moto_state(url: String) -> Result<serde_json::Value, String> {
+    tokio::task::spawn_blocking(move || -> Result<serde_json::Value, String> {
+        let text = ureq::get(&url)
+            .call()
+            .map_err(|e| format!("reading STS state from moto: {e}"))?
+            .body_mut()
+            .with_config()
+            .limit(256 * 1024 * 1024)
+            .read_to_string()
+            .map_err(|e| format!("reading STS state from moto: {e}"))?;
+        serde_json::from_str(&text).map_err(|e| format!("moto state is not JSON: {e}"))
+    })
+    .await
+    .map_err(|e| format!("moto lookup task: {e}"))?
 }

@@ -6,6 +6,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd as _;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -81,6 +82,8 @@ pub fn up(opts: &UpOptions) -> Result<SandboxInfo> {
     std::fs::create_dir_all(&opts.work_dir)
         .with_context(|| format!("creating {}", opts.work_dir.display()))?;
     let work_dir = opts.work_dir.canonicalize()?;
+    // Keys, tokens and credentials live here.
+    std::fs::set_permissions(&work_dir, std::fs::Permissions::from_mode(0o700))?;
     let _lock = lock(&work_dir)?;
     if let Ok(info) = SandboxInfo::load(&work_dir)
         && status(&work_dir).iter().all(|c| c.healthy)
@@ -91,6 +94,7 @@ pub fn up(opts: &UpOptions) -> Result<SandboxInfo> {
     preflight(&work_dir, &opts.authenticator_bin)?;
     let _ = std::fs::remove_dir_all(work_dir.join("logs"));
     let ns = netns_name(&work_dir);
+    let t0 = Instant::now();
     netns::create(
         &ns,
         &[&format!("{APISERVER_IP}/32"), &format!("{NODE_IP}/32")],
@@ -193,6 +197,7 @@ pub fn up(opts: &UpOptions) -> Result<SandboxInfo> {
     wait_healthy(&work_dir, &ns, "moto-eks")?;
     wait_healthy(&work_dir, &ns, "containerd")?;
 
+    progress(&t0, "etcd, moto, containerd healthy");
     let fx = fixtures::create(&ns, MOTO_URL, MOTO_EKS_URL)?;
     fixtures::enable_auth(&ns, MOTO_URL)?;
     let host_access_key_file = work_dir.join("host-credentials");
@@ -202,6 +207,10 @@ pub fn up(opts: &UpOptions) -> Result<SandboxInfo> {
         0o600,
     )?;
     import_pause_image(&containerd_socket)?;
+    progress(
+        &t0,
+        "AWS fixtures created, moto auth on, pause image imported",
+    );
 
     start(
         &work_dir,
@@ -238,6 +247,7 @@ pub fn up(opts: &UpOptions) -> Result<SandboxInfo> {
         },
     )?;
     wait_healthy(&work_dir, &ns, "kube-apiserver")?;
+    progress(&t0, "kube-apiserver ready");
 
     start(
         &work_dir,
@@ -313,6 +323,10 @@ pub fn up(opts: &UpOptions) -> Result<SandboxInfo> {
         0o644,
     )?;
     Ok(info)
+}
+
+fn progress(t0: &Instant, what: &str) {
+    eprintln!("sandbox: {what} ({:.1} s)", t0.elapsed().as_secs_f64());
 }
 
 /// Each component's pid (if alive) and health.
@@ -541,8 +555,9 @@ fn wait_healthy(work_dir: &Path, ns: &str, name: &str) -> Result<()> {
 fn healthy(work_dir: &Path, ns: &str, name: &str) -> bool {
     match name {
         "etcd" => http_ok(ns, &format!("{ETCD_URL}/health")),
-        "moto" => http_ok(ns, &format!("{MOTO_URL}/moto-api/data.json")),
-        "moto-eks" => http_ok(ns, &format!("{MOTO_EKS_URL}/moto-api/data.json")),
+        // The dashboard: cheap (data.json is megabytes once IAM is used).
+        "moto" => http_ok(ns, &format!("{MOTO_URL}/moto-api/")),
+        "moto-eks" => http_ok(ns, &format!("{MOTO_EKS_URL}/moto-api/")),
         "containerd" => {
             std::os::unix::net::UnixStream::connect(work_dir.join("containerd/containerd.sock"))
                 .is_ok()

@@ -59,6 +59,14 @@ pub fn run(action: Action) -> Result<()> {
         Action::Up { work_dir } => {
             let work_dir = default_work_dir(work_dir);
             let start = Instant::now();
+            // Already up: report, touch nothing (no install check, no cargo build).
+            if SandboxInfo::load(&work_dir).is_ok()
+                && lifecycle::status(&work_dir).iter().all(|c| c.healthy)
+            {
+                print_status(&work_dir);
+                println!("sandbox in {} is already up", work_dir.display());
+                return Ok(());
+            }
             install::all()?;
             let authenticator_bin = build_authenticator()?;
             let info = lifecycle::up(&lifecycle::UpOptions {
