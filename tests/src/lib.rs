@@ -1,7 +1,10 @@
 //! Fixtures for tests against real peers: where `cargo xtask setup` installed them
-//! ([`tools`]), a throwaway `moto_server` ([`moto`]), and an independent SigV4 verifier for
-//! EKS tokens ([`eks_token`]), the stand-in for EKS's authenticator, which cannot run here.
+//! ([`tools`]), a throwaway `moto_server` ([`moto`]), an independent SigV4 verifier for
+//! EKS tokens ([`eks_token`]), the local sandbox cluster ([`sandbox`]) and its EKS-style
+//! token webhook ([`authenticator`], binary `sandbox-authenticator`).
 
+pub mod authenticator;
 pub mod eks_token;
 pub mod moto;
+pub mod sandbox;
 pub mod tools;

@@ -37,6 +37,28 @@ pub fn libfaketime() -> PathBuf {
     path
 }
 
+/// Directory of the Kubernetes binaries built from Debian's `kubernetes` source package
+/// (`kube-apiserver`, `kube-controller-manager`, `kubelet`, v1.20.2): a symlink that
+/// `cargo xtask sandbox up` (or `cargo xtask setup`) points at the build for the current
+/// source version.
+pub fn kubernetes_bin_dir() -> PathBuf {
+    cache_root().join("kubernetes/bin")
+}
+
+/// Path of a Kubernetes binary built by the sandbox installer, or a panic that says how to
+/// build it.
+pub fn kube_bin(name: &str) -> PathBuf {
+    let path = kubernetes_bin_dir().join(name);
+    require(&path, "cargo xtask sandbox install");
+    path
+}
+
+/// The locally built pause image (docker-archive tar, image `localhost/pause:local`) that the
+/// sandbox imports into containerd, since no image can be pulled here.
+pub fn pause_image_tar() -> PathBuf {
+    cache_root().join("kubernetes/pause.tar")
+}
+
 fn require(path: &Path, how: &str) {
     assert!(
         path.exists(),

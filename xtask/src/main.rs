@@ -3,14 +3,16 @@
 //! - `demo`: `setup`, then mint and verify a token against a local STS (the README's first command).
 //! - `setup`: install what the tests and benchmarks need on a fresh Debian machine (apt
 //!   packages, a Python venv with moto and the AWS CLI). Idempotent; a second run is a no-op.
-//! - `test`: `setup`, then doc tests and `cargo nextest run --workspace` (the README's test
+//! - `test`: `setup` and `sandbox install`, then doc tests and `cargo nextest run --workspace` (the README's test
 //!   command).
+//! - `sandbox install|up|down|status|exec`: the local sandbox cluster (root).
 //! - `bench credential-plugin`: our exec plugin vs `aws eks get-token`, side by side.
 //!
 //! Exit codes: `0` success, `1` a step failed (the message says which), `2` bad command line.
 
 mod bench;
 mod demo;
+mod sandbox;
 mod setup;
 
 use std::process::{Command, ExitCode};
@@ -38,6 +40,11 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The local sandbox cluster (real Kubernetes v1.20.2, containerd, moto) in a network namespace
+    Sandbox {
+        #[command(subcommand)]
+        action: sandbox::Action,
+    },
     /// Run a benchmark against its peer, measured in the same run
     Bench {
         #[command(subcommand)]
@@ -64,6 +71,9 @@ fn run(cli: Cli) -> Result<()> {
         }
         Task::Test { args } => {
             setup::all()?;
+            // The sandbox tests need Kubernetes, containerd, etcd and the pause image (cached;
+            // only the first run on a machine builds Kubernetes, ~4 min on 2 idle cores).
+            sandbox::install::all()?;
             cargo(&["test", "--workspace", "--doc"])?;
             let mut nextest: Vec<String> = ["nextest", "run", "--workspace", "--all-targets"]
                 .map(String::from)
@@ -71,6 +81,7 @@ fn run(cli: Cli) -> Result<()> {
             nextest.extend(args);
             cargo(&nextest)
         }
+        Task::Sandbox { action } => sandbox::run(action),
         Task::Bench { which } => {
             setup::all()?;
             bench::run(which)

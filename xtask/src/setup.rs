@@ -38,7 +38,7 @@ fn nextest() -> Result<()> {
     run(Command::new(&cargo).args(["install", "--locked", "cargo-nextest"]))
 }
 
-fn apt(packages: &[&str]) -> Result<()> {
+pub(crate) fn apt(packages: &[&str]) -> Result<()> {
     let missing: Vec<&str> = packages
         .iter()
         .copied()
@@ -97,7 +97,7 @@ fn venv_cmd(venv: &Path) -> Command {
     cmd
 }
 
-fn run(cmd: &mut Command) -> Result<()> {
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     let status = cmd
         .status()
         .with_context(|| format!("starting {:?}", cmd.get_program()))?;

@@ -1,0 +1,173 @@
+//! The local sandbox cluster: a real Kubernetes v1.20.2 control plane (etcd, kube-apiserver,
+//! kube-controller-manager), containerd, two moto servers (AWS stand-ins) and the EKS-style
+//! token webhook, all inside a network namespace of their own, so the node IP can come from
+//! 198.18.0.0/15 without touching the host's network.
+//!
+//! - [`SandboxInfo`] is the contract: `sandbox up` writes it to `<work dir>/sandbox.json`, and
+//!   everything else (the agent's tests, `cargo xtask sandbox exec`) reads it from there.
+//! - [`lifecycle`] starts ([`lifecycle::up`]), checks ([`lifecycle::status`]) and stops
+//!   ([`lifecycle::down`]) a sandbox; `cargo xtask sandbox` and the tests share it.
+//! - [`netns`] runs commands and threads inside the namespace.
+//!
+//! Addresses inside the namespace: `198.18.0.1` (kube-apiserver), `198.18.0.10` (the node IP,
+//! for `kubelet --node-ip`), both /32 on `lo`; every other server listens on `127.0.0.1`.
+
+pub mod config;
+pub mod fixtures;
+pub mod lifecycle;
+pub mod netns;
+pub mod pki;
+pub mod processes;
+
+use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context as _, Result};
+use serde::{Deserialize, Serialize};
+
+/// The EKS cluster name (moto) and the `x-k8s-aws-id` tokens must carry.
+pub const CLUSTER_NAME: &str = "sandbox";
+/// The AWS region of every fixture.
+pub const REGION: &str = "us-east-1";
+/// The service CIDR (`--service-cluster-ip-range`).
+pub const SERVICE_CIDR: &str = "198.19.0.0/16";
+/// The cluster DNS address a kubelet must be given: the service CIDR's `.10`.
+pub const CLUSTER_DNS: &str = "198.19.0.10";
+/// The node IP, present on `lo` inside the namespace.
+pub const NODE_IP: &str = "198.18.0.10";
+/// The address kube-apiserver binds and advertises inside the namespace.
+pub const APISERVER_IP: &str = "198.18.0.1";
+/// kube-apiserver's secure port.
+pub const APISERVER_PORT: u16 = 6443;
+/// The VPC CIDR in moto.
+pub const VPC_CIDR: &str = "198.18.0.0/16";
+/// The subnet CIDR in moto (the node IP is inside it).
+pub const SUBNET_CIDR: &str = "198.18.0.0/24";
+/// The locally built pause image (no registry can be reached).
+pub const PAUSE_IMAGE: &str = "localhost/pause:local";
+/// The CNI plugin directory (Debian `containernetworking-plugins`).
+pub const CNI_BIN_DIR: &str = "/usr/lib/cni";
+/// The IAM user whose long-lived keys stand for the GPU host's credentials.
+pub const HOST_USER: &str = "satellite-host";
+/// The IAM role the host user may assume (the node role).
+pub const NODE_ROLE: &str = "satellite-node";
+/// The file name of the contract inside the work dir.
+pub const INFO_FILE: &str = "sandbox.json";
+
+/// What a running sandbox offers, written to `<work dir>/sandbox.json` by `sandbox up`.
+///
+/// Paths are absolute. Every URL is reachable only inside [`SandboxInfo::netns`]: run clients
+/// with [`SandboxInfo::command`] (or `cargo xtask sandbox exec -- …`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxInfo {
+    /// Name of the network namespace (`ip netns`), `satsb-<8 hex>` derived from the work dir.
+    pub netns: String,
+    /// The EKS cluster name ([`CLUSTER_NAME`]).
+    pub cluster_name: String,
+    /// The AWS region ([`REGION`]).
+    pub region: String,
+    /// `https://198.18.0.1:6443`.
+    pub apiserver_url: String,
+    /// The cluster CA certificate (PEM) that signs the apiserver's serving cert and, through
+    /// kube-controller-manager, kubelet CSRs.
+    pub ca_file: PathBuf,
+    /// A kubeconfig (0600) for a `system:masters` user with a static token.
+    pub admin_kubeconfig: PathBuf,
+    /// [`SERVICE_CIDR`].
+    pub service_cidr: String,
+    /// [`CLUSTER_DNS`].
+    pub cluster_dns: String,
+    /// [`NODE_IP`].
+    pub node_ip: String,
+    /// moto with request authentication on (IAM, STS, EC2): `http://127.0.0.1:5055`.
+    pub moto_url: String,
+    /// moto with authentication off (EKS; moto's EKS reads fail with auth on).
+    pub moto_eks_url: String,
+    /// The subnet (198.18.0.0/24) in the sandbox VPC.
+    pub subnet_id: String,
+    /// Security groups of the sandbox VPC for node ENIs.
+    pub security_group_ids: Vec<String>,
+    /// An AWS shared-credentials file (0600), profile `default`, with the keys of IAM user
+    /// [`HOST_USER`].
+    pub host_access_key_file: PathBuf,
+    /// ARN of role [`NODE_ROLE`], assumable with the host user's keys.
+    pub role_arn: String,
+    /// containerd's CRI socket.
+    pub containerd_socket: PathBuf,
+    /// The kubelet binary (v1.20.2) built from the same source as the control plane.
+    pub kubelet_bin: PathBuf,
+    /// [`PAUSE_IMAGE`], already imported into containerd's `k8s.io` namespace.
+    pub pause_image: String,
+    /// [`CNI_BIN_DIR`].
+    pub cni_bin_dir: PathBuf,
+    /// The CNI configuration directory containerd reads (empty at first; the node's CNI
+    /// config goes there).
+    pub cni_conf_dir: PathBuf,
+    /// The sandbox's work dir (logs under `logs/`, pid files under `run/`).
+    pub work_dir: PathBuf,
+}
+
+impl SandboxInfo {
+    /// Reads `<work_dir>/sandbox.json`.
+    ///
+    /// Errors when the file is missing (the sandbox is not up: run `cargo xtask sandbox up`)
+    /// or is not this shape.
+    pub fn load(work_dir: &Path) -> Result<SandboxInfo> {
+        let path = work_dir.join(INFO_FILE);
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "reading {} (is the sandbox up? run `cargo xtask sandbox up --work-dir {}`)",
+                path.display(),
+                work_dir.display()
+            )
+        })?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// `program` to be run inside the sandbox's namespace with `KUBECONFIG` = the admin
+    /// kubeconfig and `AWS_EC2_METADATA_DISABLED=true`.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = netns::command(&self.netns, program);
+        cmd.env("KUBECONFIG", &self.admin_kubeconfig)
+            .env("AWS_EC2_METADATA_DISABLED", "true");
+        cmd
+    }
+}
+
+/// The namespace name for a work dir: `satsb-` + the first 8 hex digits of the SHA-256 of
+/// its absolute path (unique per work dir, within the 15-byte interface-name budget).
+pub fn netns_name(work_dir: &Path) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(work_dir.as_os_str().as_encoded_bytes());
+    format!("satsb-{}", &hex::encode(digest)[..8])
+}
+
+/// Writes `bytes` to `path` atomically: a temp file in the same directory with `mode`,
+/// fsynced, then renamed over `path`. Readers see the old or the new file, never a mix.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let dir = path
+        .parent()
+        .with_context(|| format!("{} has no parent directory", path.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a temp file in {}", dir.display()))?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path)
+        .with_context(|| format!("renaming into {}", path.display()))?;
+    Ok(())
+}
+
+/// `n` random bytes from the kernel, hex-encoded (tokens).
+pub fn random_hex(n: usize) -> Result<String> {
+    use std::io::Read as _;
+    let mut buf = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .context("reading /dev/urandom")?;
+    Ok(hex::encode(buf))
+}

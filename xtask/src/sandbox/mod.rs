@@ -1,0 +1,133 @@
+//! `cargo xtask sandbox install|up|down|status|exec`: the local sandbox cluster (see
+//! [`satellite_tests::sandbox`]). `up` installs first (cached), builds `sandbox-authenticator`,
+//! then starts everything in `--work-dir` (default `<cache root>/sandbox`).
+
+pub mod install;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context as _, Result, bail};
+use clap::Subcommand;
+use satellite_tests::sandbox::{SandboxInfo, lifecycle};
+use satellite_tests::tools;
+
+pub use satellite_tests::sandbox::write_atomic;
+
+/// `cargo xtask sandbox …`
+#[derive(Debug, Subcommand)]
+pub enum Action {
+    /// Install packages and build Kubernetes v1.20.2 and the pause image (cached)
+    Install,
+    /// Start the sandbox (a no-op reporting status when it is already up); writes sandbox.json
+    Up {
+        /// Work dir holding every file of this sandbox
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+    },
+    /// Stop everything the sandbox started and remove its namespace and runtime state (logs stay)
+    Down {
+        /// Work dir of the sandbox
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+    },
+    /// Report each component: pid and health; exit 1 unless all are healthy
+    Status {
+        /// Work dir of the sandbox
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+    },
+    /// Run a command inside the sandbox's network namespace, KUBECONFIG = the admin kubeconfig
+    Exec {
+        /// Work dir of the sandbox
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+        /// The command and its arguments (after `--`)
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
+    },
+}
+
+fn default_work_dir(dir: Option<PathBuf>) -> PathBuf {
+    dir.unwrap_or_else(|| tools::cache_root().join("sandbox"))
+}
+
+/// Runs `action`.
+pub fn run(action: Action) -> Result<()> {
+    match action {
+        Action::Install => install::all(),
+        Action::Up { work_dir } => {
+            let work_dir = default_work_dir(work_dir);
+            let start = Instant::now();
+            // Already up: report, touch nothing (no install check, no cargo build).
+            if SandboxInfo::load(&work_dir).is_ok()
+                && lifecycle::status(&work_dir).iter().all(|c| c.healthy)
+            {
+                print_status(&work_dir);
+                println!("sandbox in {} is already up", work_dir.display());
+                return Ok(());
+            }
+            install::all()?;
+            let authenticator_bin = build_authenticator()?;
+            let info = lifecycle::up(&lifecycle::UpOptions {
+                work_dir: work_dir.clone(),
+                authenticator_bin,
+            })?;
+            print_status(&info.work_dir);
+            println!(
+                "sandbox up in {:.1} s: {}/sandbox.json; try `cargo xtask sandbox exec --work-dir {} -- kubectl get ns`",
+                start.elapsed().as_secs_f64(),
+                info.work_dir.display(),
+                info.work_dir.display()
+            );
+            Ok(())
+        }
+        Action::Down { work_dir } => {
+            let work_dir = default_work_dir(work_dir);
+            lifecycle::down(&work_dir)?;
+            println!("sandbox in {} is down", work_dir.display());
+            Ok(())
+        }
+        Action::Status { work_dir } => {
+            let work_dir = default_work_dir(work_dir);
+            if !print_status(&work_dir) {
+                bail!("the sandbox in {} is not (fully) up", work_dir.display());
+            }
+            Ok(())
+        }
+        Action::Exec { work_dir, command } => {
+            let info = SandboxInfo::load(&default_work_dir(work_dir))?;
+            let status = info
+                .command(&command[0])
+                .args(&command[1..])
+                .status()
+                .with_context(|| format!("running {:?} in namespace {}", command[0], info.netns))?;
+            if !status.success() {
+                bail!("{:?} failed: {status}", command[0]);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Prints one line per component; true when all are healthy.
+fn print_status(work_dir: &std::path::Path) -> bool {
+    let status = lifecycle::status(work_dir);
+    for c in &status {
+        println!("{c}");
+    }
+    status.iter().all(|c| c.healthy)
+}
+
+/// Builds `sandbox-authenticator` and returns its path.
+fn build_authenticator() -> Result<PathBuf> {
+    crate::cargo(&[
+        "build",
+        "--quiet",
+        "-p",
+        "satellite-tests",
+        "--bin",
+        "sandbox-authenticator",
+    ])?;
+    Ok(crate::bench::target_dir().join("debug/sandbox-authenticator"))
+}
