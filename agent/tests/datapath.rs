@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use aya::programs::{SchedClassifier, TcAttachType};
-use satellite_agent::datapath::{AttachMode, Config, Counters, Datapath, Protocol};
+use satellite_agent::datapath::{AttachMode, Config, Counters, Datapath, Error, Protocol};
 use socket2::{Domain, Protocol as SockProtocol, SockAddr, Socket, Type};
 
 const S: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -530,4 +530,41 @@ fn measure_program_cost() {
     }
     println!("{:?}", counters(&datapath));
     topo.teardown(datapath);
+}
+
+#[test]
+fn rejects_bad_configurations_and_non_bpffs_pin_dirs() {
+    let good = Config {
+        host_addr: S,
+        node_addr: N,
+        peers: [PEER].into(),
+        ports: [(Protocol::Tcp, KUBELET)].into(),
+        nodeports: Some(30000..=32767),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let install = |config: &Config| Datapath::install("lo", dir.path(), AttachMode::Auto, config);
+    for bad in [
+        Config {
+            node_addr: S,
+            ..good.clone()
+        },
+        Config {
+            host_addr: Ipv4Addr::UNSPECIFIED,
+            ..good.clone()
+        },
+        Config {
+            peers: [].into(),
+            ..good.clone()
+        },
+        Config {
+            nodeports: Some(0..=10),
+            ..good.clone()
+        },
+    ] {
+        let err = install(&bad).expect_err("invalid configuration accepted");
+        assert!(matches!(err, Error::Config(_)), "{err:?}");
+    }
+    // A temporary directory is no bpffs: refused before anything is loaded.
+    let err = install(&good).expect_err("pinning outside bpffs");
+    assert!(matches!(err, Error::NotBpffs(_)), "{err:?}");
 }
