@@ -5,6 +5,7 @@
 //!   packages, a Python venv with moto and the AWS CLI, the eBPF toolchain). Idempotent; a second run is a no-op.
 //! - `build-ebpf`: build the tc eBPF object with Debian's toolchain (installed by `setup`) and
 //!   print its path.
+//! - `vm-test`: the datapath tests under Debian's 6.1 kernel in qemu (TCG).
 //! - `test`: `setup`, then doc tests and `cargo nextest run --workspace` (the README's test
 //!   command).
 //! - `bench credential-plugin`: our exec plugin vs `aws eks get-token`, side by side.
@@ -15,6 +16,7 @@ mod bench;
 mod demo;
 mod ebpf;
 mod setup;
+mod vmtest;
 
 use std::process::{Command, ExitCode};
 
@@ -37,6 +39,8 @@ enum Task {
     Setup,
     /// Install the eBPF toolchain if needed, build the tc eBPF object, print its path
     BuildEbpf,
+    /// Run the datapath tests under Debian's 6.1 kernel in qemu (TCG; netlink attach path)
+    VmTest,
     /// Set up, then run the whole test suite: doc tests, then every other test under
     /// cargo-nextest (extra arguments go to `cargo nextest run`)
     Test {
@@ -64,6 +68,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Task::Setup => setup::all(),
+        Task::VmTest => vmtest::run(),
         Task::BuildEbpf => {
             ebpf::setup()?;
             println!("{}", ebpf::build()?.display());
