@@ -207,10 +207,24 @@ pub enum Error {
 
 /// Every error [`Datapath::teardown`] met; it attempts every step regardless.
 #[derive(Debug, thiserror::Error)]
-#[error("datapath teardown failed: {}", errors.iter().map(|e| format!("{e}: {:?}", std::error::Error::source(e))).collect::<Vec<_>>().join("; "))]
 pub struct TeardownError {
     /// The errors, in the order they occurred.
     pub errors: Vec<Error>,
+}
+
+impl std::fmt::Display for TeardownError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "datapath teardown: {} step(s) failed", self.errors.len())?;
+        for error in &self.errors {
+            write!(f, "; {error}")?;
+            let mut source = std::error::Error::source(error);
+            while let Some(cause) = source {
+                write!(f, ": {cause}")?;
+                source = cause.source();
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The attached datapath of one interface: handles to its (pinned) maps.
