@@ -1,12 +1,12 @@
 //! The satellite host agent as a library: everything `satellite-agent` does, callable (and
 //! tested) without the command line.
 
-pub mod config;
-pub mod fsplan;
-pub mod render;
-
 pub mod admin;
 pub mod aws;
+pub mod config;
+pub mod datapath;
+pub mod fsplan;
 pub mod join;
 pub mod kube_client;
+pub mod render;
 pub mod run;

@@ -2,8 +2,13 @@
 //!
 //! - `demo`: `setup`, then mint and verify a token against a local STS (the README's first command).
 //! - `setup`: install what the tests and benchmarks need on a fresh Debian machine (apt
-//!   packages, a Python venv with moto and the AWS CLI). Idempotent; a second run is a no-op.
-//! - `test`: `setup` and `sandbox install`, then doc tests and `cargo nextest run --workspace` (the README's test
+//!   packages, a Python venv with moto and the AWS CLI, the eBPF toolchain). Idempotent; a
+//!   second run is a no-op.
+//! - `build-ebpf`: build the tc eBPF object with Debian's toolchain (installed by `setup`) and
+//!   print its path.
+//! - `vm-test`: the datapath tests under Debian's 6.1 kernel in qemu (TCG).
+//! - `test`: `setup` and `sandbox install`, then doc tests and `cargo nextest run --workspace`
+//!   (the README's test
 //!   command).
 //! - `sandbox install|up|down|status|exec`: the local sandbox cluster (root).
 //! - `bench credential-plugin`: our exec plugin vs `aws eks get-token`, side by side.
@@ -12,8 +17,10 @@
 
 mod bench;
 mod demo;
+mod ebpf;
 mod sandbox;
 mod setup;
+mod vmtest;
 
 use std::process::{Command, ExitCode};
 
@@ -31,8 +38,13 @@ struct Cli {
 enum Task {
     /// Set up, then mint a real EKS token via AssumeRole against a local STS (moto)
     Demo,
-    /// Install test peers and tools (apt packages, Python venv); idempotent and cached
+    /// Install test peers and tools (apt packages, Python venv, eBPF toolchain); idempotent and
+    /// cached
     Setup,
+    /// Install the eBPF toolchain if needed, build the tc eBPF object, print its path
+    BuildEbpf,
+    /// Run the datapath tests under Debian's 6.1 kernel in qemu (TCG; netlink attach path)
+    VmTest,
     /// Set up, then run the whole test suite: doc tests, then every other test under
     /// cargo-nextest (extra arguments go to `cargo nextest run`)
     Test {
@@ -65,6 +77,12 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Task::Setup => setup::all(),
+        Task::VmTest => vmtest::run(),
+        Task::BuildEbpf => {
+            ebpf::setup()?;
+            println!("{}", ebpf::build()?.display());
+            Ok(())
+        }
         Task::Demo => {
             setup::all()?;
             demo::run()

@@ -1,4 +1,5 @@
-//! Installs the test peers: Debian packages and a Python venv with moto and the AWS CLI.
+//! Installs the test peers: Debian packages, a Python venv with moto and the AWS CLI, and the
+//! eBPF toolchain ([`crate::ebpf`]).
 //!
 //! Everything lands in [`satellite_tests::tools::cache_root`] (outside the work tree, so fresh
 //! clones reuse it). Each step checks first and does nothing when already done.
@@ -10,8 +11,9 @@ use anyhow::{Context as _, Result, bail};
 use satellite_tests::tools;
 
 /// Debian packages the tests and benchmarks use: libfaketime freezes clocks for the
-/// byte-for-byte comparison with the AWS CLI.
-const APT_PACKAGES: &[&str] = &["faketime"];
+/// byte-for-byte comparison with the AWS CLI; iproute2 (`ip`, `tc`) and ethtool build the
+/// network namespaces of the datapath tests.
+const APT_PACKAGES: &[&str] = &["faketime", "iproute2", "ethtool"];
 
 /// PyPI packages, pinned: the peers we compare against must not move under us.
 const PYTHON_REQUIREMENTS: &[&str] = &["moto[server]==5.2.5", "awscli==1.46.2"];
@@ -19,6 +21,7 @@ const PYTHON_REQUIREMENTS: &[&str] = &["moto[server]==5.2.5", "awscli==1.46.2"];
 /// Runs every set-up step.
 pub fn all() -> Result<()> {
     apt(APT_PACKAGES)?;
+    crate::ebpf::setup()?;
     python_venv()?;
     nextest()
 }
@@ -38,7 +41,8 @@ fn nextest() -> Result<()> {
     run(Command::new(&cargo).args(["install", "--locked", "cargo-nextest"]))
 }
 
-pub(crate) fn apt(packages: &[&str]) -> Result<()> {
+/// Installs the Debian `packages` that are not installed yet (`apt-get update` first).
+pub fn apt(packages: &[&str]) -> Result<()> {
     let missing: Vec<&str> = packages
         .iter()
         .copied()
@@ -97,7 +101,8 @@ fn venv_cmd(venv: &Path) -> Command {
     cmd
 }
 
-pub(crate) fn run(cmd: &mut Command) -> Result<()> {
+/// Runs `cmd`, failing unless it exits with status 0.
+pub fn run(cmd: &mut Command) -> Result<()> {
     let status = cmd
         .status()
         .with_context(|| format!("starting {:?}", cmd.get_program()))?;

@@ -1,0 +1,116 @@
+//! The eBPF toolchain and build (`cargo xtask setup`, `cargo xtask build-ebpf`).
+//!
+//! rustup's toolchains on our machines ship no `rust-src`, which `-Z build-std=core` for
+//! `bpfel-unknown-none` needs, and `core` only builds with the compiler release it ships with.
+//! Debian's `rustc-web` (1.96, LLVM 22) ships both, so the eBPF crate builds with Debian's
+//! `/usr/bin/cargo` + `/usr/bin/rustc`, linked by `bpf-linker` built against Debian's LLVM 22.
+//! aya's own `aya-build` cannot drive that (it assumes a rustup toolchain with `rust-src`).
+//! The agent's `build.rs` runs the same build during a normal `cargo build`.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context as _, Result, bail};
+use satellite_tests::tools;
+
+use crate::setup;
+
+/// Debian packages of the eBPF toolchain: Debian's Rust 1.96 with its library sources (for
+/// build-std) and LLVM 22 with the libraries `bpf-linker` links against.
+pub const APT_PACKAGES: &[&str] = &[
+    "rustc-web",
+    "cargo-web",
+    "rust-web-src",
+    "llvm-22-dev",
+    "zlib1g-dev",
+    "libzstd-dev",
+    "libxml2-dev",
+];
+
+/// The `bpf-linker` release we build, against Debian's LLVM 22 (`--features llvm-22`).
+pub const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// Debian's compiler and cargo (not rustup's proxies, which come first on `PATH`).
+const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
+const DEBIAN_RUSTDOC: &str = "/usr/bin/rustdoc";
+const DEBIAN_CARGO: &str = "/usr/bin/cargo";
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+
+/// Installs the eBPF toolchain: the Debian packages, then `bpf-linker` into cargo's install
+/// root (`~/.cargo/bin`, on `PATH`), built in a cached target directory. Idempotent: each step
+/// is skipped when already done (the right `bpf-linker` version answers `--version`).
+pub fn setup() -> Result<()> {
+    setup::apt(APT_PACKAGES)?;
+    bpf_linker()
+}
+
+fn bpf_linker() -> Result<()> {
+    let version = Command::new("bpf-linker").arg("--version").output();
+    if version.is_ok_and(|o| {
+        o.status.success()
+            && String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .any(|w| w == BPF_LINKER_VERSION)
+    }) {
+        return Ok(());
+    }
+    eprintln!("xtask setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (minutes)");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut paths = vec![PathBuf::from(LLVM_PREFIX).join("bin")];
+    paths.extend(std::env::split_paths(&path));
+    setup::run(
+        Command::new(cargo)
+            .args([
+                "install",
+                "--locked",
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ])
+            .arg(format!("bpf-linker@{BPF_LINKER_VERSION}"))
+            .env("LLVM_PREFIX", LLVM_PREFIX)
+            .env("PATH", std::env::join_paths(paths)?)
+            .env(
+                "CARGO_TARGET_DIR",
+                tools::cache_root().join("target-bpf-linker"),
+            ),
+    )
+}
+
+/// Where the eBPF crate's builds go: `$CARGO_TARGET_DIR/ebpf`, else `<workspace>/target/ebpf`
+/// (the same place the agent's `build.rs` uses).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| crate::workspace_root().join("target"), PathBuf::from)
+        .join("ebpf")
+}
+
+/// Builds `agent-ebpf` (release) with Debian's toolchain and returns the object's path.
+pub fn build() -> Result<PathBuf> {
+    let crate_dir = crate::workspace_root().join("agent-ebpf");
+    let target_dir = target_dir();
+    let status = Command::new(DEBIAN_CARGO)
+        .args(["build", "--release", "--ignore-rust-version", "--locked"])
+        .current_dir(&crate_dir)
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("CARGO")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env("RUSTC", DEBIAN_RUSTC)
+        .env("RUSTDOC", DEBIAN_RUSTDOC)
+        // build-std needs unstable cargo features; Debian's stable toolchain allows them so.
+        .env("RUSTC_BOOTSTRAP", "1")
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .status()
+        .with_context(|| format!("starting {DEBIAN_CARGO} (run `cargo xtask setup`)"))?;
+    if !status.success() {
+        bail!("building {} failed: {status}", crate_dir.display());
+    }
+    let object = target_dir.join("bpfel-unknown-none/release/satellite-agent-ebpf");
+    if !object.is_file() {
+        bail!("the build succeeded but {} is missing", object.display());
+    }
+    Ok(object)
+}
