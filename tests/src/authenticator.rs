@@ -56,7 +56,7 @@ pub fn review_response(result: Result<Mapped, String>) -> TokenReview {
                 username: Some(mapped.username),
                 groups: Some(mapped.groups),
                 uid: Some(mapped.uid),
-                extra: None,
+                extra: Some(mapped.extra),
             }),
             ..TokenReviewStatus::default()
         },

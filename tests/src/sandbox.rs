@@ -16,8 +16,10 @@ pub mod config;
 pub mod fixtures;
 pub mod lifecycle;
 pub mod netns;
+pub mod node;
 pub mod pki;
 pub mod processes;
+pub mod testing;
 
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
@@ -89,6 +91,8 @@ pub struct SandboxInfo {
     pub subnet_id: String,
     /// Security groups of the sandbox VPC for node ENIs.
     pub security_group_ids: Vec<String>,
+    /// The node's ENI in that subnet; its primary private IP is [`NODE_IP`].
+    pub node_eni_id: String,
     /// An AWS shared-credentials file (0600), profile `default`, with the keys of IAM user
     /// [`HOST_USER`].
     pub host_access_key_file: PathBuf,

@@ -11,64 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
+use satellite_tests::sandbox::testing::{self, TestSandbox, is_root};
 use satellite_tests::sandbox::{SandboxInfo, lifecycle, netns, processes};
 
-/// A sandbox in its own temp work dir (so its own namespace); `down` on drop, also on panic.
-struct Sandbox {
-    info: SandboxInfo,
-    dir: tempfile::TempDir,
-}
-
-impl Sandbox {
-    fn up() -> Sandbox {
-        // Short path: containerd's unix socket paths must fit in 108 bytes.
-        let dir = tempfile::Builder::new()
-            .prefix("satsb-")
-            .tempdir_in("/tmp")
-            .expect("temp work dir");
-        let opts = lifecycle::UpOptions {
-            work_dir: dir.path().to_owned(),
-            authenticator_bin: PathBuf::from(env!("CARGO_BIN_EXE_sandbox-authenticator")),
-        };
-        let started = Instant::now();
-        let info = match lifecycle::up(&opts) {
-            Ok(info) => info,
-            Err(e) => {
-                let _ = lifecycle::down(dir.path());
-                panic!("sandbox up failed: {e:#}");
-            }
-        };
-        eprintln!("sandbox up in {:.1} s", started.elapsed().as_secs_f64());
-        Sandbox { info, dir }
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        if let Err(e) = lifecycle::down(self.dir.path()) {
-            eprintln!("sandbox down failed: {e:#}");
-        }
-    }
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 fn plugin_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test executable under <target>/<profile>/deps");
-    let bin = profile_dir.join("satellite-credential-plugin");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p satellite-credential-plugin` (cargo xtask test builds it)",
-        bin.display()
-    );
-    bin
+    testing::target_bin("satellite-credential-plugin", "satellite-credential-plugin")
 }
 
 /// kubectl inside the namespace with `kubeconfig`; returns its output.
@@ -195,7 +142,7 @@ fn sandbox_authenticates_mapped_eks_tokens_only_and_down_cleans_up() {
         eprintln!("skipped: the sandbox needs root");
         return;
     }
-    let sandbox = Sandbox::up();
+    let sandbox = TestSandbox::up(Path::new(env!("CARGO_BIN_EXE_sandbox-authenticator")));
     let info = sandbox.info.clone();
     let home = tempfile::tempdir().expect("temp home");
 

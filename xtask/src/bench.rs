@@ -25,12 +25,19 @@ pub enum Which {
         #[arg(long, default_value_t = 20)]
         peer_runs: usize,
     },
+    /// The node in the sandbox: sandbox start, join → Ready, the agent's steady-state RSS
+    Node {
+        /// Seconds to sample the agent's RSS once the node is Ready
+        #[arg(long, default_value_t = 30)]
+        settle: u64,
+    },
 }
 
 /// Runs the selected benchmark and prints its table.
 pub fn run(which: Which) -> Result<()> {
     match which {
         Which::CredentialPlugin { runs, peer_runs } => credential_plugin(runs, peer_runs),
+        Which::Node { settle } => crate::bench_node::run(Duration::from_secs(settle)),
     }
 }
 

@@ -1,6 +1,8 @@
 //! `cargo xtask`: developer tasks for the satellite workspace.
 //!
-//! - `demo`: `setup`, then mint and verify a token against a local STS (the README's first command).
+//! - `demo`: `setup`, then `sandbox join`: the local sandbox cluster with this machine joined
+//!   as a Ready satellite node (the README's first command).
+//! - `token-demo`: `setup`, then mint and verify a token against a local STS.
 //! - `setup`: install what the tests and benchmarks need on a fresh Debian machine (apt
 //!   packages, a Python venv with moto and the AWS CLI, the eBPF toolchain). Idempotent; a
 //!   second run is a no-op.
@@ -10,12 +12,14 @@
 //! - `test`: `setup` and `sandbox install`, then doc tests and `cargo nextest run --workspace`
 //!   (the README's test
 //!   command).
-//! - `sandbox install|up|down|status|exec`: the local sandbox cluster (root).
+//! - `sandbox install|up|join|down|status|exec`: the local sandbox cluster (root).
 //! - `bench credential-plugin`: our exec plugin vs `aws eks get-token`, side by side.
+//! - `bench node`: sandbox start, join → Ready, the agent's steady-state RSS.
 //!
 //! Exit codes: `0` success, `1` a step failed (the message says which), `2` bad command line.
 
 mod bench;
+mod bench_node;
 mod demo;
 mod ebpf;
 mod sandbox;
@@ -36,8 +40,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Task {
-    /// Set up, then mint a real EKS token via AssumeRole against a local STS (moto)
+    /// Set up, start the local sandbox cluster and join this machine to it as a satellite node
+    /// (ends with `kubectl get nodes -o wide` showing it Ready)
     Demo,
+    /// Set up, then mint a real EKS token via AssumeRole against a local STS (moto)
+    TokenDemo,
     /// Install test peers and tools (apt packages, Python venv, eBPF toolchain); idempotent and
     /// cached
     Setup,
@@ -84,6 +91,10 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Task::Demo => {
+            setup::all()?;
+            sandbox::join(satellite_tests::tools::cache_root().join("sandbox"))
+        }
+        Task::TokenDemo => {
             setup::all()?;
             demo::run()
         }

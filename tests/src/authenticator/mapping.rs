@@ -74,6 +74,10 @@ pub struct Mapped {
     pub groups: Vec<String>,
     /// `aws-iam-authenticator:<account>:<user id>`, as EKS reports it.
     pub uid: String,
+    /// The user's `extra` as aws-iam-authenticator reports it (`arn`, `canonicalArn`,
+    /// `sessionName`, `accessKeyId`, `principalId`), so audit logs and CSRs show which AWS
+    /// identity and key a request came from.
+    pub extra: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl AwsAuth {
@@ -134,6 +138,16 @@ impl AwsAuth {
                 "aws-iam-authenticator:{}:{}",
                 caller.account_id, caller.user_id
             ),
+            extra: [
+                ("arn", Some(&caller.arn)),
+                ("canonicalArn", Some(&caller.canonical_arn)),
+                ("sessionName", caller.session_name.as_ref()),
+                ("accessKeyId", Some(&caller.access_key_id)),
+                ("principalId", Some(&caller.user_id)),
+            ]
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.to_owned(), vec![v?.clone()])))
+            .collect(),
         })
     }
 }

@@ -1,14 +1,15 @@
 //! The AWS side of the sandbox, created in moto through the real AWS CLI (run inside the
 //! namespace): a VPC with a subnet and a security group, IAM user [`HOST_USER`] with an access
 //! key allowed to call sts:AssumeRole, role [`NODE_ROLE`] trusting that user, and — on the
-//! auth-off moto — EKS cluster [`CLUSTER_NAME`] in that subnet.
+//! auth-off moto — EKS cluster [`CLUSTER_NAME`] in that subnet, and the node's ENI (primary
+//! private IP [`NODE_IP`], the address the namespace carries on `lo`).
 
 use std::process::Stdio;
 
 use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
 
-use super::{CLUSTER_NAME, HOST_USER, NODE_ROLE, REGION, SUBNET_CIDR, VPC_CIDR, netns};
+use super::{CLUSTER_NAME, HOST_USER, NODE_IP, NODE_ROLE, REGION, SUBNET_CIDR, VPC_CIDR, netns};
 use crate::moto::ACCOUNT_ID;
 use crate::tools;
 
@@ -25,6 +26,8 @@ pub struct Fixtures {
     pub secret_access_key: String,
     /// The node role's ARN.
     pub role_arn: String,
+    /// The node's ENI (`eni-…`), primary private IP [`NODE_IP`].
+    pub node_eni_id: String,
 }
 
 /// Creates the fixtures. `moto_url` must still have authentication off (it is turned on
@@ -55,6 +58,20 @@ pub fn create(ns: &str, moto_url: &str, moto_eks_url: &str) -> Result<Fixtures> 
         &vpc_id,
     ])?;
     let security_group_id = str_at(&sg, &["GroupId"])?;
+    // As an operator would: one ENI per satellite host, its private IP the node IP.
+    let eni = aws(&[
+        "ec2",
+        "create-network-interface",
+        "--subnet-id",
+        &subnet_id,
+        "--groups",
+        &security_group_id,
+        "--private-ip-address",
+        NODE_IP,
+        "--description",
+        "satellite sandbox node",
+    ])?;
+    let node_eni_id = str_at(&eni, &["NetworkInterface", "NetworkInterfaceId"])?;
 
     aws(&["iam", "create-user", "--user-name", HOST_USER])?;
     aws(&[
@@ -112,6 +129,7 @@ pub fn create(ns: &str, moto_url: &str, moto_eks_url: &str) -> Result<Fixtures> 
         access_key_id: str_at(&key, &["AccessKey", "AccessKeyId"])?,
         secret_access_key: str_at(&key, &["AccessKey", "SecretAccessKey"])?,
         role_arn: str_at(&role, &["Role", "Arn"])?,
+        node_eni_id,
     })
 }
 

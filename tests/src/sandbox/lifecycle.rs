@@ -1,7 +1,8 @@
 //! `up`, `status` and `down` of a sandbox in a work dir.
 //!
 //! Work dir layout: `sandbox.json` (the contract), `pki/`, `admin.kubeconfig`,
-//! `host-credentials`, `etcd/`, `containerd/`, `cni/net.d/`, `kubelet/` (for a node's kubelet;
+//! `host-credentials`, `etcd/`, `containerd/`, `cni/net.d/`, `node/` and `kubelet/` (a joined
+//! node's files and kubelet state, see [`super::node`];
 //! `down` unmounts and removes it), `run/*.pid`, `logs/*.log` (kept by `down`).
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -15,7 +16,7 @@ use anyhow::{Context as _, Result, bail};
 
 use super::{
     APISERVER_IP, APISERVER_PORT, CLUSTER_DNS, CLUSTER_NAME, CNI_BIN_DIR, INFO_FILE, NODE_IP,
-    PAUSE_IMAGE, REGION, SERVICE_CIDR, SandboxInfo, config, fixtures, netns, netns_name, pki,
+    PAUSE_IMAGE, REGION, SERVICE_CIDR, SandboxInfo, config, fixtures, netns, netns_name, node, pki,
     processes, write_atomic,
 };
 use crate::tools;
@@ -308,6 +309,7 @@ pub fn up(opts: &UpOptions) -> Result<SandboxInfo> {
         moto_eks_url: MOTO_EKS_URL.into(),
         subnet_id: fx.subnet_id,
         security_group_ids: vec![fx.security_group_id],
+        node_eni_id: fx.node_eni_id,
         host_access_key_file,
         role_arn: fx.role_arn,
         containerd_socket,
@@ -363,13 +365,18 @@ fn down_locked(work_dir: &Path) -> Result<()> {
     let ns = netns_name(work_dir);
     // The info file goes first: from now on the sandbox is not "up" for readers.
     let _ = std::fs::remove_file(work_dir.join(INFO_FILE));
+    // A joined node first: the agent stops its kubelet while the API server is still there.
+    processes::stop(work_dir, node::AGENT);
     for name in COMPONENTS.iter().rev() {
         processes::stop(work_dir, name);
     }
     kill_namespace_processes(&ns);
+    node::kill_pods(&ns)?;
     unmount_under(work_dir)?;
+    node::remove_cgroups(&ns)?;
     netns::delete(&ns)?;
     for entry in [
+        node::NODE_DIR,
         "pki",
         "etcd",
         "containerd",

@@ -37,6 +37,8 @@ const PACKAGES: &[&str] = &[
     "umoci",
     "skopeo",
     "containernetworking-plugins",
+    // kubelet's KUBE-FIREWALL chains and the ptp plugin's ipMasq.
+    "iptables",
 ];
 
 /// The Kubernetes components the sandbox needs from the source tree (`make WHAT=…`).

@@ -1,6 +1,7 @@
 //! `cargo xtask sandbox install|up|down|status|exec`: the local sandbox cluster (see
 //! [`satellite_tests::sandbox`]). `up` installs first (cached), builds `sandbox-authenticator`,
-//! then starts everything in `--work-dir` (default `<cache root>/sandbox`).
+//! then starts everything in `--work-dir` (default `<cache root>/sandbox`). `join` also joins
+//! this machine as a satellite node ([`satellite_tests::sandbox::node`]).
 
 pub mod install;
 
@@ -9,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
 use clap::Subcommand;
-use satellite_tests::sandbox::{SandboxInfo, lifecycle};
+use satellite_tests::sandbox::{SandboxInfo, lifecycle, node};
 use satellite_tests::tools;
 
 pub use satellite_tests::sandbox::write_atomic;
@@ -22,6 +23,13 @@ pub enum Action {
     /// Start the sandbox (a no-op reporting status when it is already up); writes sandbox.json
     Up {
         /// Work dir holding every file of this sandbox
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+    },
+    /// Bring the sandbox up if needed, then join this machine as a satellite node
+    /// (`satellite-agent admin authorize`, `join`, `run`) and wait until the Node is Ready
+    Join {
+        /// Work dir of the sandbox
         #[arg(long)]
         work_dir: Option<PathBuf>,
     },
@@ -56,32 +64,8 @@ fn default_work_dir(dir: Option<PathBuf>) -> PathBuf {
 pub fn run(action: Action) -> Result<()> {
     match action {
         Action::Install => install::all(),
-        Action::Up { work_dir } => {
-            let work_dir = default_work_dir(work_dir);
-            let start = Instant::now();
-            // Already up: report, touch nothing (no install check, no cargo build).
-            if SandboxInfo::load(&work_dir).is_ok()
-                && lifecycle::status(&work_dir).iter().all(|c| c.healthy)
-            {
-                print_status(&work_dir);
-                println!("sandbox in {} is already up", work_dir.display());
-                return Ok(());
-            }
-            install::all()?;
-            let authenticator_bin = build_authenticator()?;
-            let info = lifecycle::up(&lifecycle::UpOptions {
-                work_dir: work_dir.clone(),
-                authenticator_bin,
-            })?;
-            print_status(&info.work_dir);
-            println!(
-                "sandbox up in {:.1} s: {}/sandbox.json; try `cargo xtask sandbox exec --work-dir {} -- kubectl get ns`",
-                start.elapsed().as_secs_f64(),
-                info.work_dir.display(),
-                info.work_dir.display()
-            );
-            Ok(())
-        }
+        Action::Up { work_dir } => up(default_work_dir(work_dir)).map(drop),
+        Action::Join { work_dir } => join(default_work_dir(work_dir)),
         Action::Down { work_dir } => {
             let work_dir = default_work_dir(work_dir);
             lifecycle::down(&work_dir)?;
@@ -108,6 +92,80 @@ pub fn run(action: Action) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `sandbox up`: starts the sandbox in `work_dir` unless it is already up; its contract.
+fn up(work_dir: PathBuf) -> Result<SandboxInfo> {
+    let start = Instant::now();
+    // Already up: report, touch nothing (no install check, no cargo build).
+    if let Ok(info) = SandboxInfo::load(&work_dir)
+        && lifecycle::status(&work_dir).iter().all(|c| c.healthy)
+    {
+        print_status(&work_dir);
+        println!("sandbox in {} is already up", work_dir.display());
+        return Ok(info);
+    }
+    install::all()?;
+    let authenticator_bin = build_authenticator()?;
+    let info = lifecycle::up(&lifecycle::UpOptions {
+        work_dir: work_dir.clone(),
+        authenticator_bin,
+    })?;
+    print_status(&info.work_dir);
+    println!(
+        "sandbox up in {:.1} s: {}/sandbox.json; try `cargo xtask sandbox exec --work-dir {} -- kubectl get ns`",
+        start.elapsed().as_secs_f64(),
+        info.work_dir.display(),
+        info.work_dir.display()
+    );
+    Ok(info)
+}
+
+/// `sandbox join`: `up`, then this machine as a node of it, Ready; ends with
+/// `kubectl get nodes -o wide`.
+pub fn join(work_dir: PathBuf) -> Result<()> {
+    let info = up(work_dir)?;
+    crate::cargo(&[
+        "build",
+        "--quiet",
+        "-p",
+        "satellite-agent",
+        "-p",
+        "satellite-credential-plugin",
+    ])?;
+    let debug = crate::bench::target_dir().join("debug");
+    let bins = node::NodeBinaries {
+        agent: debug.join("satellite-agent"),
+        credential_plugin: debug.join("satellite-credential-plugin"),
+    };
+    println!(
+        "==> joining this machine: satellite-agent admin authorize, join, run ({})",
+        node::config_path(&info).display()
+    );
+    let joined = node::up(&info, &bins)?;
+    println!(
+        "==> node {} Ready {:.1} s after `join` started; agent log: {}",
+        joined.name,
+        joined.join_to_ready.as_secs_f64(),
+        satellite_tests::sandbox::processes::log_file(&info.work_dir, node::AGENT).display()
+    );
+    let status = info
+        .command("kubectl")
+        .args(["get", "nodes", "-o", "wide"])
+        .status()
+        .context("running kubectl")?;
+    if !status.success() {
+        bail!("kubectl get nodes failed: {status}");
+    }
+    println!(
+        "stop with `cargo xtask sandbox down{}`",
+        if info.work_dir == tools::cache_root().join("sandbox") {
+            String::new()
+        } else {
+            format!(" --work-dir {}", info.work_dir.display())
+        }
+    );
+    Ok(())
 }
 
 /// Prints one line per component; true when all are healthy.

@@ -1,0 +1,252 @@
+//! End-to-end: this machine joins the sandbox cluster as a satellite node, with every part
+//! real: `satellite-agent admin authorize` edits the live `aws-auth`, `join` resolves the ENI
+//! in moto (EC2, SigV4 checked) and writes kubelet's files, `run` supervises a real kubelet
+//! v1.20.2 against containerd, and kubelet authenticates with `k8s-aws-v1.` tokens from our
+//! credential plugin through the sandbox's EKS-style webhook.
+//!
+//! Needs root and `cargo xtask sandbox install`; the agent and plugin binaries come from the
+//! test's own target dir (`cargo xtask test` builds them).
+
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use satellite_tests::sandbox::node::{self, NodeBinaries};
+use satellite_tests::sandbox::testing::{TestSandbox, is_root, target_bin};
+use satellite_tests::sandbox::{SandboxInfo, netns, processes};
+use serde_json::Value;
+
+/// A mapping that is not ours: `admin authorize|revoke` must keep it byte for byte.
+const OTHER_MAPPING: &str = "- rolearn: arn:aws:iam::123456789012:role/ops-admins\n  username: ops:{{SessionName}}\n  groups:\n  - ops\n";
+
+fn kubectl(info: &SandboxInfo, kubeconfig: &Path, home: &Path, args: &[&str]) -> Output {
+    info.command("kubectl")
+        .env("KUBECONFIG", kubeconfig)
+        .env("HOME", home)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run kubectl")
+}
+
+fn admin_json(info: &SandboxInfo, home: &Path, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    let out = kubectl(info, &info.admin_kubeconfig, home, &all);
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("kubectl JSON")
+}
+
+fn admin_apply(info: &SandboxInfo, home: &Path, manifest: &str) {
+    let path = home.join("manifest.yaml");
+    std::fs::write(&path, manifest).expect("manifest");
+    let out = kubectl(
+        info,
+        &info.admin_kubeconfig,
+        home,
+        &["apply", "-f", path.to_str().expect("utf-8")],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The node's Lease `spec.renewTime` (kubelet renews it every 10 s).
+fn lease_renew_time(info: &SandboxInfo, home: &Path, name: &str) -> String {
+    admin_json(info, home, &["-n", "kube-node-lease", "get", "lease", name])["spec"]["renewTime"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = f() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?}: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn node_joins_runs_pods_survives_kubelet_crash_and_is_revoked() {
+    if !is_root() {
+        eprintln!("skipped: the sandbox needs root");
+        return;
+    }
+    let sandbox = TestSandbox::up(Path::new(env!("CARGO_BIN_EXE_sandbox-authenticator")));
+    let info = sandbox.info.clone();
+    let home = tempfile::tempdir().expect("temp home");
+    let bins = NodeBinaries {
+        agent: target_bin("satellite-agent", "satellite-agent"),
+        credential_plugin: target_bin("satellite-credential-plugin", "satellite-credential-plugin"),
+    };
+    admin_apply(
+        &info,
+        home.path(),
+        &format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: aws-auth, namespace: kube-system}}\ndata:\n  mapRoles: |\n{}",
+            OTHER_MAPPING
+                .lines()
+                .map(|l| format!("    {l}\n"))
+                .collect::<String>()
+        ),
+    );
+
+    // authorize → join → run → Ready.
+    let joined = node::up(&info, &bins).expect("node up");
+    let name = node::node_name(&info);
+    assert_eq!(joined.name, name);
+    eprintln!(
+        "join → Ready in {:.1} s",
+        joined.join_to_ready.as_secs_f64()
+    );
+    let agent_pid = processes::running(&info.work_dir, node::AGENT).expect("agent running");
+
+    // The Node: its VPC IP, the NodeConfig's labels, and the agent's (reconciled by `run`
+    // within seconds of registration).
+    let node_json = poll("the agent's labels", Duration::from_secs(30), || {
+        let node = admin_json(&info, home.path(), &["get", "node", &name]);
+        (node["metadata"]["labels"]["satellite.dev/agent-version"] == env!("CARGO_PKG_VERSION"))
+            .then_some(node)
+    });
+    let addresses = node_json["status"]["addresses"]
+        .as_array()
+        .expect("addresses");
+    assert!(
+        addresses
+            .iter()
+            .any(|a| a["type"] == "InternalIP" && a["address"] == info.node_ip.as_str()),
+        "{addresses:?}"
+    );
+    let labels = &node_json["metadata"]["labels"];
+    assert_eq!(labels["eks.amazonaws.com/compute-type"], "fargate");
+    assert_eq!(labels[node::SANDBOX_LABEL.0], node::SANDBOX_LABEL.1);
+
+    // Authenticated by our token through the webhook, not by a certificate or bootstrap
+    // token: kubelet's kubeconfig holds only the exec plugin, and the CSR kubelet filed for
+    // its serving certificate carries the AWS identity the webhook verified.
+    let kubeconfig_path = info.work_dir.join("node/kubelet/kubeconfig");
+    let kubeconfig = std::fs::read_to_string(&kubeconfig_path).expect("kubelet kubeconfig");
+    assert!(kubeconfig.contains("exec:"), "{kubeconfig}");
+    for credential in ["client-certificate", "client-key", "token:", "password"] {
+        assert!(
+            !kubeconfig.contains(credential),
+            "{credential} in {kubeconfig}"
+        );
+    }
+    let csr = poll("kubelet's serving CSR", Duration::from_secs(30), || {
+        let list = admin_json(&info, home.path(), &["get", "csr"]);
+        list["items"]
+            .as_array()?
+            .iter()
+            .find(|c| c["spec"]["username"] == format!("system:node:{name}"))
+            .cloned()
+    });
+    let extra = &csr["spec"]["extra"];
+    assert_eq!(
+        extra["canonicalArn"][0], info.role_arn,
+        "CSR not authenticated through the webhook: {csr}"
+    );
+    assert_eq!(extra["sessionName"][0], "sandbox-node");
+    assert!(
+        csr["spec"]["groups"]
+            .as_array()
+            .is_some_and(|g| g.iter().any(|g| g == "system:nodes")),
+        "{csr}"
+    );
+
+    // A pod bound to the node runs and gets an address from the pod CIDR.
+    admin_apply(
+        &info,
+        home.path(),
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: pause, namespace: default}}\nspec:\n  nodeName: {name}\n  automountServiceAccountToken: false\n  containers:\n  - {{name: pause, image: \"{}\", imagePullPolicy: Never}}\n",
+            info.pause_image
+        ),
+    );
+    let pod_ip = poll("pod Running", Duration::from_secs(60), || {
+        let pod = admin_json(&info, home.path(), &["get", "pod", "pause"]);
+        (pod["status"]["phase"] == "Running")
+            .then(|| pod["status"]["podIP"].as_str().map(str::to_owned))
+            .flatten()
+    });
+    assert!(pod_ip.starts_with("10.88."), "pod IP {pod_ip}");
+
+    // kubelet killed → the agent starts a new one, which talks to the API server again.
+    let before = node::kubelet_pids(&info);
+    assert_eq!(before.len(), 1, "one kubelet: {before:?}");
+    let renewed_before = lease_renew_time(&info, home.path(), &name);
+    processes::signal_group(before[0], libc::SIGKILL);
+    let after = poll("a new kubelet", Duration::from_secs(30), || {
+        let pids = node::kubelet_pids(&info);
+        (pids.len() == 1 && pids != before).then_some(pids)
+    });
+    eprintln!("kubelet {} killed, {} started", before[0], after[0]);
+    poll(
+        "lease renewed by the new kubelet",
+        Duration::from_secs(60),
+        || (lease_renew_time(&info, home.path(), &name) > renewed_before).then_some(()),
+    );
+    node::wait_ready(&info, &name, Duration::from_secs(60)).expect("Ready after restart");
+    assert_eq!(
+        processes::running(&info.work_dir, node::AGENT),
+        Some(agent_pid),
+        "the agent itself kept running"
+    );
+
+    // Agent stopped (SIGTERM) → kubelet stopped.
+    node::stop_agent(&info);
+    poll("kubelet stopped", Duration::from_secs(30), || {
+        node::kubelet_pids(&info).is_empty().then_some(())
+    });
+
+    // Revoke: the node's own credentials are rejected; the other mapping is untouched.
+    let probe = ["get", "node", name.as_str(), "-o", "name"];
+    let out = kubectl(&info, &kubeconfig_path, home.path(), &probe);
+    assert!(
+        out.status.success(),
+        "node credentials before revoke: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    node::admin(&info, &bins, "revoke").expect("revoke");
+    let rejected = poll("node credentials rejected", Duration::from_secs(20), || {
+        let out = kubectl(&info, &kubeconfig_path, home.path(), &probe);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (!out.status.success()).then_some(stderr)
+    });
+    assert!(
+        rejected.contains("Unauthorized") || rejected.contains("Forbidden"),
+        "{rejected}"
+    );
+    let aws_auth = admin_json(
+        &info,
+        home.path(),
+        &["-n", "kube-system", "get", "configmap", "aws-auth"],
+    );
+    let map_roles = aws_auth["data"]["mapRoles"].as_str().unwrap_or_default();
+    assert!(!map_roles.contains(&name), "{map_roles}");
+    let kept: Vec<Value> = serde_saphyr::from_str(map_roles).expect("mapRoles YAML");
+    let other: Vec<Value> = serde_saphyr::from_str(OTHER_MAPPING).expect("YAML");
+    assert_eq!(kept, other, "revoke changed other aws-auth entries");
+
+    // Down removes the node too: its pods' processes, cgroups and network namespaces.
+    let cgroup = Path::new("/sys/fs/cgroup/pids").join(&info.netns);
+    drop(sandbox);
+    assert!(!cgroup.exists(), "{} left behind", cgroup.display());
+    assert!(
+        node::kubelet_pids(&info).is_empty() && !netns::exists(&info.netns),
+        "namespace or kubelet left behind"
+    );
+}
