@@ -113,6 +113,9 @@ fn node_joins_runs_pods_survives_kubelet_crash_and_is_revoked() {
         joined.join_to_ready.as_secs_f64()
     );
     let agent_pid = processes::running(&info.work_dir, node::AGENT).expect("agent running");
+    // A second join with the same NodeConfig changes nothing.
+    let again = node::join(&info, &bins).expect("second join");
+    assert!(again.contains(": 0 file(s) written"), "{again}");
 
     // The Node: its VPC IP, the NodeConfig's labels, and the agent's (reconciled by `run`
     // within seconds of registration).
