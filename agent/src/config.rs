@@ -201,9 +201,10 @@ impl Default for ContainerRuntimeSpec {
     }
 }
 
-/// `spec.paths`: where rendered files go. All are absolute and resolved under `--root`.
+/// `spec.paths`: where rendered files go. All are absolute and resolved under `--root`; an
+/// omitted key keeps its default.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Paths {
     /// kubelet's state directory (`--root-dir`).
     pub kubelet_dir: PathBuf,
@@ -213,8 +214,12 @@ pub struct Paths {
     pub kubelet_config_dir: PathBuf,
     /// CNI network configurations.
     pub cni_config_dir: PathBuf,
-    /// CNI plugin binaries.
+    /// CNI plugin binaries (`satellite-cni` and `loopback` must be there).
     pub cni_bin_dir: PathBuf,
+    /// `satellite-cni`'s allocation store (`dataDir` of the conflist).
+    pub cni_state_dir: PathBuf,
+    /// `satellite-cni`'s log file (`logFile` of the conflist).
+    pub cni_log_file: PathBuf,
     /// sysctl drop-ins.
     pub sysctl_dir: PathBuf,
     /// systemd units.
@@ -233,6 +238,8 @@ impl Default for Paths {
             kubelet_config_dir: "/etc/kubernetes/kubelet".into(),
             cni_config_dir: "/etc/cni/net.d".into(),
             cni_bin_dir: "/opt/cni/bin".into(),
+            cni_state_dir: "/var/lib/cni/satellite".into(),
+            cni_log_file: "/var/log/satellite-cni.log".into(),
             sysctl_dir: "/etc/sysctl.d".into(),
             systemd_dir: "/etc/systemd/system".into(),
             credential_plugin: "/usr/local/bin/satellite-credential-plugin".into(),
@@ -483,6 +490,8 @@ impl NodeConfig {
             ("kubeletConfigDir", &paths.kubelet_config_dir),
             ("cniConfigDir", &paths.cni_config_dir),
             ("cniBinDir", &paths.cni_bin_dir),
+            ("cniStateDir", &paths.cni_state_dir),
+            ("cniLogFile", &paths.cni_log_file),
             ("sysctlDir", &paths.sysctl_dir),
             ("systemdDir", &paths.systemd_dir),
             ("credentialPlugin", &paths.credential_plugin),

@@ -311,27 +311,27 @@ pub fn sysctl_conf() -> String {
     out
 }
 
-/// A CNI conflist using the reference `ptp` + `host-local` (+ `portmap`) plugins, pod addresses
-/// from `spec.kubelet`'s pod CIDR.
+/// The CNI conflist for `satellite-cni` (`cni-plugin/`): ptp-style veths with addresses from
+/// `spec.podCidr`, pod egress masqueraded behind the host, host ports (`portMappings`).
+///
+/// `cniVersion` stays 1.0.0 (with `cniVersions` offering 1.1.0): libcni 1.1 — containerd 1.6,
+/// cnitool — cannot read 1.1.0 results.
 pub fn cni_conflist(config: &NodeConfig) -> Result<String, String> {
     let pod_cidr = &config.spec.pod_cidr;
     parse_cidr(pod_cidr)?;
+    let paths = &config.spec.paths;
     let conflist = json!({
         "cniVersion": "1.0.0",
+        "cniVersions": ["1.0.0", "1.1.0"],
         "name": "satellite",
-        "plugins": [
-            {
-                "type": "ptp",
-                "ipMasq": true,
-                "ipam": {
-                    "type": "host-local",
-                    "ranges": [[{"subnet": pod_cidr}]],
-                    "routes": [{"dst": "0.0.0.0/0"}],
-                    "dataDir": config.spec.paths.kubelet_dir.join("cni-ipam"),
-                },
-            },
-            {"type": "portmap", "capabilities": {"portMappings": true}},
-        ],
+        "plugins": [{
+            "type": "satellite-cni",
+            "subnet": pod_cidr,
+            "masquerade": true,
+            "dataDir": paths.cni_state_dir,
+            "logFile": paths.cni_log_file,
+            "capabilities": {"portMappings": true},
+        }],
     });
     serde_json::to_string_pretty(&conflist)
         .map(|s| s + "\n")

@@ -49,7 +49,8 @@ pub const VPC_CIDR: &str = "198.18.0.0/16";
 pub const SUBNET_CIDR: &str = "198.18.0.0/24";
 /// The locally built pause image (no registry can be reached).
 pub const PAUSE_IMAGE: &str = "localhost/pause:local";
-/// The CNI plugin directory (Debian `containernetworking-plugins`).
+/// The reference CNI plugins (Debian `containernetworking-plugins`), linked into each
+/// sandbox's own plugin directory.
 pub const CNI_BIN_DIR: &str = "/usr/lib/cni";
 /// The IAM user whose long-lived keys stand for the GPU host's credentials.
 pub const HOST_USER: &str = "satellite-host";
@@ -104,7 +105,8 @@ pub struct SandboxInfo {
     pub kubelet_bin: PathBuf,
     /// [`PAUSE_IMAGE`], already imported into containerd's `k8s.io` namespace.
     pub pause_image: String,
-    /// [`CNI_BIN_DIR`].
+    /// The CNI plugin directory containerd uses: `<work dir>/cni/bin`, the reference plugins of
+    /// [`CNI_BIN_DIR`] linked in (a node adds `satellite-cni`).
     pub cni_bin_dir: PathBuf,
     /// The CNI configuration directory containerd reads (empty at first; the node's CNI
     /// config goes there).

@@ -170,7 +170,8 @@ fn node_joins_runs_pods_survives_kubelet_crash_and_is_revoked() {
         "{csr}"
     );
 
-    // A pod bound to the node runs and gets an address from the pod CIDR.
+    // A pod bound to the node runs and gets an address from the pod CIDR through our CNI
+    // plugin (containerd runs it with the conflist `join` rendered).
     admin_apply(
         &info,
         home.path(),

@@ -1,4 +1,5 @@
 //! Benchmarks that measure our binaries and their peers side by side, in the same run.
+//! `cni` lives in [`cni`].
 //!
 //! Per invocation: wall time from spawn to reap, and peak RSS from `wait4`'s `ru_maxrss`.
 
@@ -12,6 +13,9 @@ use satellite_tests::moto::MotoServer;
 use satellite_tests::tools;
 
 use crate::{cargo, workspace_root};
+
+mod cni;
+mod node;
 
 /// Which benchmark.
 #[derive(Debug, Subcommand)]
@@ -31,13 +35,21 @@ pub enum Which {
         #[arg(long, default_value_t = 30)]
         settle: u64,
     },
+    /// CNI plugin vs the reference ptp + host-local (+ portmap): ADD+DEL latency, peak RSS
+    /// (root; network namespaces)
+    Cni {
+        /// ADD+DEL pairs per plugin and scenario
+        #[arg(long, default_value_t = 100)]
+        runs: usize,
+    },
 }
 
 /// Runs the selected benchmark and prints its table.
 pub fn run(which: Which) -> Result<()> {
     match which {
         Which::CredentialPlugin { runs, peer_runs } => credential_plugin(runs, peer_runs),
-        Which::Node { settle } => crate::bench_node::run(Duration::from_secs(settle)),
+        Which::Node { settle } => node::run(Duration::from_secs(settle)),
+        Which::Cni { runs } => cni::run(runs),
     }
 }
 

@@ -15,11 +15,12 @@
 //! - `sandbox install|up|join|down|status|exec`: the local sandbox cluster (root).
 //! - `bench credential-plugin`: our exec plugin vs `aws eks get-token`, side by side.
 //! - `bench node`: sandbox start, join → Ready, the agent's steady-state RSS.
+//! - `bench cni`: our CNI plugin vs the reference `ptp` + `host-local` (+ `portmap`), side by
+//!   side (root).
 //!
 //! Exit codes: `0` success, `1` a step failed (the message says which), `2` bad command line.
 
 mod bench;
-mod bench_node;
 mod demo;
 mod ebpf;
 mod sandbox;

@@ -1,5 +1,5 @@
-//! Installs the test peers: Debian packages, a Python venv with moto and the AWS CLI, and the
-//! eBPF toolchain ([`crate::ebpf`]).
+//! Installs the test peers: Debian packages, a Python venv with moto and the AWS CLI, the
+//! eBPF toolchain ([`crate::ebpf`]), and the CNI peers (the reference plugins and `cnitool`).
 //!
 //! Everything lands in [`satellite_tests::tools::cache_root`] (outside the work tree, so fresh
 //! clones reuse it). Each step checks first and does nothing when already done.
@@ -23,6 +23,7 @@ pub fn all() -> Result<()> {
     apt(APT_PACKAGES)?;
     crate::ebpf::setup()?;
     python_venv()?;
+    cni_peers()?;
     nextest()
 }
 
@@ -93,6 +94,111 @@ fn python_venv() -> Result<()> {
         .args(["install", "--quiet", "--disable-pip-version-check"])
         .args(PYTHON_REQUIREMENTS))?;
     std::fs::write(&stamp, wanted).context("writing the venv stamp")
+}
+
+/// The CNI plugin's peers: Debian's reference plugins (`ptp`, `host-local`, `portmap` in
+/// `/usr/lib/cni`), `nft` and `cnitool`, which no Debian binary package ships: it is built from the
+/// `golang-github-appc-cni` source package (libcni 1.1.2, the same libcni containerd 1.6 uses)
+/// in GOPATH mode and cached by source version under
+/// [`satellite_tests::cni::cnitool_cache_dir`].
+fn cni_peers() -> Result<()> {
+    // nftables: the tests read the plugin's tables with `nft` (an independent reader);
+    // strace: the crash tests delay a chosen system call of the plugin and kill it there.
+    apt(&["containernetworking-plugins", "nftables", "strace"])?;
+    let bin = satellite_tests::cni::cnitool_path();
+    let dir = satellite_tests::cni::cnitool_cache_dir();
+    let stamp = dir.join(".source-version");
+    if bin.exists() && stamp.exists() {
+        return Ok(());
+    }
+    apt(&["golang-go", "dpkg-dev"])?;
+    ensure_deb_src()?;
+    let version = cni_source_version()?;
+    let work = tempfile::tempdir_in(tools::cache_root()).context("creating a build directory")?;
+    eprintln!("xtask setup: building cnitool from Debian source golang-github-appc-cni {version}");
+    run(Command::new("apt-get")
+        .args([
+            "-o",
+            "DPkg::Lock::Timeout=600",
+            "source",
+            "-qq",
+            "golang-github-appc-cni",
+        ])
+        .current_dir(work.path()))?;
+    let upstream = version.split_once('-').map_or(version.as_str(), |(v, _)| v);
+    let tree = work
+        .path()
+        .join(format!("golang-github-appc-cni-{upstream}"));
+    if !tree.is_dir() {
+        bail!(
+            "apt-get source golang-github-appc-cni did not unpack {}: is dpkg-dev installed?",
+            tree.display()
+        );
+    }
+    // The tree has no go.mod dependencies beyond itself: a GOPATH link is all it needs.
+    let gopath = work.path().join("gopath");
+    let link = gopath.join("src/github.com/containernetworking/cni");
+    std::fs::create_dir_all(link.parent().context("GOPATH link has a parent")?)?;
+    std::os::unix::fs::symlink(&tree, &link).context("linking the source into GOPATH")?;
+    std::fs::create_dir_all(&dir)?;
+    let tmp_bin = dir.join(".cnitool.tmp");
+    run(Command::new("go")
+        .args(["build", "-o"])
+        .arg(&tmp_bin)
+        .arg("./cnitool")
+        .current_dir(&link)
+        .env("GOPATH", &gopath)
+        .env("GO111MODULE", "off")
+        .env("GOPROXY", "off")
+        .env("CGO_ENABLED", "0")
+        .env("GOCACHE", work.path().join("gocache")))?;
+    std::fs::rename(&tmp_bin, &bin).context("installing cnitool")?;
+    std::fs::write(&stamp, &version).context("writing the cnitool stamp")
+}
+
+/// The `deb-src` entry for Debian's own mirror (the same file and content as the sandbox
+/// installer's, so whichever runs first adds it), then `apt-get update`.
+fn ensure_deb_src() -> Result<()> {
+    const FILE: &str = "/etc/apt/sources.list.d/satellite-deb-src.sources";
+    const CONTENT: &str = "# Added by `cargo xtask sandbox install`: Debian source packages \
+(Kubernetes is built from Debian's kubernetes source package).\n\
+Types: deb-src\n\
+URIs: http://deb.debian.org/debian\n\
+Suites: bookworm bookworm-updates\n\
+Components: main\n\
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n";
+    if Path::new(FILE).exists() {
+        return Ok(());
+    }
+    eprintln!("xtask setup: adding {FILE} (deb-src entry)");
+    let tmp = format!("{FILE}.tmp");
+    std::fs::write(&tmp, CONTENT).with_context(|| format!("writing {tmp} (needs root)"))?;
+    std::fs::rename(&tmp, FILE).with_context(|| format!("installing {FILE}"))?;
+    run(Command::new("apt-get").args(["-o", "DPkg::Lock::Timeout=600", "update", "-qq"]))
+}
+
+/// The version of the `golang-github-appc-cni` source package (`apt-get update` once
+/// when the index does not know it yet).
+fn cni_source_version() -> Result<String> {
+    let query = || -> Option<String> {
+        let out = Command::new("apt-cache")
+            .args(["showsrc", "golang-github-appc-cni"])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.strip_prefix("Version: "))
+            // bookworm (and bookworm-updates) carry one version of this package.
+            .next()
+            .map(str::to_owned)
+    };
+    if let Some(v) = query() {
+        return Ok(v);
+    }
+    run(Command::new("apt-get").args(["-o", "DPkg::Lock::Timeout=600", "update", "-qq"]))?;
+    query().context(
+        "apt-cache showsrc golang-github-appc-cni found nothing: is the deb-src entry there?",
+    )
 }
 
 fn venv_cmd(venv: &Path) -> Command {

@@ -150,16 +150,11 @@ pub fn up(opts: &UpOptions) -> Result<SandboxInfo> {
     let containerd_dir = work_dir.join("containerd");
     let cni_conf_dir = work_dir.join("cni/net.d");
     std::fs::create_dir_all(&cni_conf_dir)?;
+    let cni_bin_dir = cni_bin_dir(&work_dir)?;
     let containerd_config = containerd_dir.join("config.toml");
     write_atomic(
         &containerd_config,
-        config::containerd(
-            &containerd_dir,
-            PAUSE_IMAGE,
-            Path::new(CNI_BIN_DIR),
-            &cni_conf_dir,
-        )
-        .as_bytes(),
+        config::containerd(&containerd_dir, PAUSE_IMAGE, &cni_bin_dir, &cni_conf_dir).as_bytes(),
         0o644,
     )?;
     let containerd_socket = containerd_dir.join("containerd.sock");
@@ -315,7 +310,7 @@ pub fn up(opts: &UpOptions) -> Result<SandboxInfo> {
         containerd_socket,
         kubelet_bin: tools::kubernetes_bin_dir().join("kubelet"),
         pause_image: PAUSE_IMAGE.into(),
-        cni_bin_dir: CNI_BIN_DIR.into(),
+        cni_bin_dir,
         cni_conf_dir,
         work_dir: work_dir.clone(),
     };
@@ -467,6 +462,25 @@ fn unescape_mount_path(s: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// `<work dir>/cni/bin`: the reference plugins of [`CNI_BIN_DIR`] (containerd's CRI needs
+/// `loopback`) as symlinks, so a node can add its own plugin without touching the host's
+/// directory.
+fn cni_bin_dir(work_dir: &Path) -> Result<PathBuf> {
+    let dir = work_dir.join("cni/bin");
+    std::fs::create_dir_all(&dir)?;
+    for entry in std::fs::read_dir(CNI_BIN_DIR)
+        .with_context(|| format!("reading {CNI_BIN_DIR} (run `cargo xtask sandbox install`)"))?
+    {
+        let entry = entry?;
+        let link = dir.join(entry.file_name());
+        if !link.exists() {
+            std::os::unix::fs::symlink(entry.path(), &link)
+                .with_context(|| format!("linking {}", link.display()))?;
+        }
+    }
+    Ok(dir)
 }
 
 /// Checks what `up` needs before anything starts, naming the fix.

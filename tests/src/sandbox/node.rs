@@ -56,6 +56,8 @@ pub struct NodeBinaries {
     pub agent: PathBuf,
     /// `satellite-credential-plugin` (kubelet's kubeconfig `exec` runs it).
     pub credential_plugin: PathBuf,
+    /// `satellite-cni` (linked into the sandbox's CNI plugin directory; containerd runs it).
+    pub cni_plugin: PathBuf,
 }
 
 /// What [`up`] did.
@@ -142,6 +144,8 @@ spec:
     kubeletConfigDir: {kubelet_config}
     cniConfigDir: {cni_conf}
     cniBinDir: {cni_bin}
+    cniStateDir: {cni_state}
+    cniLogFile: {cni_log}
     sysctlDir: {sysctl}
     systemdDir: {systemd}
     credentialPlugin: {plugin}
@@ -167,6 +171,8 @@ spec:
         kubelet_config = d("kubelet"),
         cni_conf = info.cni_conf_dir.display(),
         cni_bin = info.cni_bin_dir.display(),
+        cni_state = d("cni-state"),
+        cni_log = info.work_dir.join("logs/satellite-cni.log").display(),
         sysctl = d("sysctl.d"),
         systemd = d("systemd"),
         plugin = bins.credential_plugin.display(),
@@ -174,8 +180,14 @@ spec:
     ))
 }
 
-/// Writes [`config_yaml`] to [`config_path`] (0600: it names the credentials file).
+/// Writes [`config_yaml`] to [`config_path`] (0600: it names the credentials file), and
+/// installs `satellite-cni` into the sandbox's CNI plugin directory (a symlink), as a node's
+/// package would.
 pub fn write_config(info: &SandboxInfo, bins: &NodeBinaries) -> Result<PathBuf> {
+    let link = info.cni_bin_dir.join("satellite-cni");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&bins.cni_plugin, &link)
+        .with_context(|| format!("linking {}", link.display()))?;
     let path = config_path(info);
     write_atomic(&path, config_yaml(info, bins)?.as_bytes(), 0o600)?;
     Ok(path)

@@ -132,11 +132,14 @@ pub fn join(work_dir: PathBuf) -> Result<()> {
         "satellite-agent",
         "-p",
         "satellite-credential-plugin",
+        "-p",
+        "satellite-cni",
     ])?;
     let debug = crate::bench::target_dir().join("debug");
     let bins = node::NodeBinaries {
         agent: debug.join("satellite-agent"),
         credential_plugin: debug.join("satellite-credential-plugin"),
+        cni_plugin: debug.join("satellite-cni"),
     };
     println!(
         "==> joining this machine: satellite-agent admin authorize, join, run ({})",

@@ -28,6 +28,8 @@ pub fn run(settle: Duration) -> Result<()> {
         "satellite-agent",
         "-p",
         "satellite-credential-plugin",
+        "-p",
+        "satellite-cni",
     ])?;
     cargo(&[
         "build",
@@ -41,6 +43,7 @@ pub fn run(settle: Duration) -> Result<()> {
     let bins = node::NodeBinaries {
         agent: release.join("satellite-agent"),
         credential_plugin: release.join("satellite-credential-plugin"),
+        cni_plugin: release.join("satellite-cni"),
     };
     let dir = tempfile::Builder::new()
         .prefix("satsb-bench-")
