@@ -26,6 +26,8 @@
 //!     taints: ["nvidia.com/gpu=present:NoSchedule"]
 //!     config: {maxPods: 110}                 # merged over the rendered KubeletConfiguration
 //!     flags: ["--v=2"]
+//!   datapath:                                # optional: tc NAT with the proxy (see datapath::spec)
+//!     peers: [203.0.113.7]
 //! ```
 
 use std::collections::BTreeMap;
@@ -34,6 +36,8 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use satellite_credential_plugin::input::{Region, RoleArn, SessionName, parse_endpoint};
+
+use crate::datapath::spec::DatapathSpec;
 use serde::{Deserialize, Serialize};
 
 /// The only `apiVersion` this agent reads.
@@ -76,6 +80,11 @@ pub struct NodeSpec {
     /// Where files are written on the host.
     #[serde(default)]
     pub paths: Paths,
+    /// The host datapath `run` installs and keeps (N on `lo`, peer routes, tc NAT with the
+    /// proxy); absent: `run` leaves the host's network alone. See
+    /// [`crate::datapath::spec`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datapath: Option<DatapathSpec>,
 }
 
 fn default_pod_cidr() -> String {
@@ -483,6 +492,14 @@ impl NodeConfig {
                 Err("must be a unix:///path socket URL".into())
             },
         );
+        if let Some(datapath) = &spec.datapath {
+            for problem in datapath.validate(node.ip) {
+                check(
+                    &format!("spec.datapath.{}", problem.field),
+                    Err(problem.message),
+                );
+            }
+        }
         let paths = &spec.paths;
         for (field, path) in [
             ("kubeletDir", &paths.kubelet_dir),

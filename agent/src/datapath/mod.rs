@@ -21,7 +21,11 @@
 //! All interface names resolve in the calling thread's network namespace; map access does not
 //! depend on it.
 
+pub mod host;
+pub mod net;
 mod object;
+pub mod spec;
+pub mod watch;
 
 use std::collections::BTreeSet;
 use std::io;
@@ -32,7 +36,7 @@ use std::path::{Path, PathBuf};
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
 use aya::programs::links::{FdLink, LinkError, PinnedLink};
 use aya::programs::tc::{self, NlOptions, SchedClassifier, TcAttachOptions, TcAttachType};
-use aya::programs::{LinkOrder, ProgramError};
+use aya::programs::{LinkOrder, ProgramError, ProgramInfo};
 use aya::util::KernelVersion;
 use aya::{Ebpf, EbpfError};
 use satellite_agent_common::{
@@ -69,6 +73,21 @@ impl Protocol {
             Self::Udp => IPPROTO_UDP,
         }
     }
+
+    /// `tcp` or `udp`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+        }
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// What the programs do: the NAT addresses, who the peers are, which ports are protected.
@@ -88,8 +107,9 @@ pub struct Config {
     pub nodeports: Option<RangeInclusive<u16>>,
 }
 
-/// How the programs are attached.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// How the programs are attached (`auto`, `tcx` or `netlink` in configuration files).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum AttachMode {
     /// TCX on kernels ≥ 6.6, netlink otherwise.
     #[default]
@@ -101,7 +121,9 @@ pub enum AttachMode {
 }
 
 impl AttachMode {
-    fn resolve(self) -> Self {
+    /// The mode `Auto` stands for on this kernel (TCX on ≥ 6.6, else netlink); others as is.
+    #[must_use]
+    pub fn resolve(self) -> Self {
         match self {
             Self::Auto
                 if KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0)) =>
@@ -114,8 +136,19 @@ impl AttachMode {
     }
 }
 
+impl std::fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Tcx => "tcx",
+            Self::Netlink => "netlink",
+        })
+    }
+}
+
 /// Packet counts summed over all CPUs (see [`Counter`] for what each one counts).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Counters {
     /// [`Counter::IngressRewritten`].
     pub ingress_rewritten: u64,
@@ -412,19 +445,26 @@ impl Datapath {
                 attach_netlink(&mut program, interface, attach_type, name)?;
             }
         }
-        let mut maps = Vec::with_capacity(MAPS.len());
-        for name in MAPS {
-            let path = pin_dir.join(name);
-            let data = MapData::from_pin(&path).map_err(|e| Error::Map {
-                what: format!("opening pinned map {}", path.display()),
-                source: Box::new(e),
-            })?;
-            maps.push(Map::from_map_data(data).map_err(|e| Error::Map {
-                what: format!("pinned map {}", path.display()),
-                source: Box::new(e),
-            })?);
+        Self::from_maps(interface, pin_dir, mode, true, open_pinned_maps(pin_dir)?).map(Some)
+    }
+
+    /// Opens the maps pinned in `pin_dir` (to read counters or change the configuration)
+    /// without attaching or detaching anything; the mode is read from the pins (TCX when link
+    /// pins exist). `None` when nothing is pinned there.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Map`] when a pinned map cannot be opened (e.g. an incomplete installation).
+    pub fn open(interface: &str, pin_dir: &Path) -> Result<Option<Self>, Error> {
+        if !pin_dir.join(common::MAP_CONFIG).exists() {
+            return Ok(None);
         }
-        Self::from_maps(interface, pin_dir, mode, true, maps).map(Some)
+        let mode = if pin_dir.join(LINK_INGRESS).exists() {
+            AttachMode::Tcx
+        } else {
+            AttachMode::Netlink
+        };
+        Self::from_maps(interface, pin_dir, mode, true, open_pinned_maps(pin_dir)?).map(Some)
     }
 
     fn from_maps(
@@ -584,6 +624,63 @@ impl Datapath {
     }
 }
 
+/// Opens every map of [`MAPS`] pinned in `pin_dir`, in order.
+fn open_pinned_maps(pin_dir: &Path) -> Result<Vec<Map>, Error> {
+    MAPS.iter()
+        .map(|name| {
+            let path = pin_dir.join(name);
+            let data = MapData::from_pin(&path).map_err(|e| Error::Map {
+                what: format!("opening pinned map {}", path.display()),
+                source: Box::new(e),
+            })?;
+            Map::from_map_data(data).map_err(|e| Error::Map {
+                what: format!("pinned map {}", path.display()),
+                source: Box::new(e),
+            })
+        })
+        .collect()
+}
+
+/// Detaches what [`Datapath::install`] attached to `interface` and removes its pins under
+/// `pin_dir` (only the names it creates), then `pin_dir` itself if empty: a teardown that needs
+/// no open [`Datapath`] (e.g. after the agent that installed it is gone). Nothing installed is
+/// not an error.
+///
+/// # Errors
+///
+/// [`TeardownError`] with every step that failed; every step is attempted.
+pub fn remove(interface: &str, pin_dir: &Path) -> Result<(), TeardownError> {
+    remove_pinned(interface, pin_dir)
+}
+
+/// The ids of the programs pinned in `pin_dir`, `(ingress, egress)`; `None` when either is not
+/// pinned there. Compare with what is attached to tell whether the pinned programs are the
+/// ones running.
+pub fn pinned_program_ids(pin_dir: &Path) -> Option<(u32, u32)> {
+    let id = |name: &str| {
+        ProgramInfo::from_pin(pin_dir.join(name))
+            .ok()
+            .map(|i| i.id())
+    };
+    Some((id(common::PROG_INGRESS)?, id(common::PROG_EGRESS)?))
+}
+
+/// The ids of the tc programs attached to `interface`'s `attach_type` hook as TCX links, in
+/// order (kernel ≥ 6.6; `ENODEV`/`EINVAL` from older kernels and missing interfaces are
+/// errors).
+///
+/// # Errors
+///
+/// [`Error::Program`] when the query fails.
+pub fn tcx_program_ids(interface: &str, attach_type: TcAttachType) -> Result<Vec<u32>, Error> {
+    SchedClassifier::query_tcx(interface, attach_type)
+        .map(|(_, programs)| programs.iter().map(ProgramInfo::id).collect())
+        .map_err(|e| Error::Program {
+            what: format!("querying the TCX programs of {interface}"),
+            source: Box::new(e),
+        })
+}
+
 /// Detaches what `install` attaches to `interface` and removes our pins under `pin_dir` (only
 /// our names), then `pin_dir` itself if empty.
 fn remove_pinned(interface: &str, pin_dir: &Path) -> Result<(), TeardownError> {
@@ -718,6 +815,19 @@ fn detach_filters(interface: &str, attach_type: TcAttachType, name: &str) -> Res
     }
 }
 
+impl Config {
+    /// Checks that the maps can hold this configuration (S and N set and distinct, 1 to
+    /// [`common::MAX_PEERS`] peers, at most [`common::MAX_PORTS`] ports, a non-empty NodePort
+    /// range without port 0).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the problem.
+    pub fn validate(&self) -> Result<(), Error> {
+        validate(self)
+    }
+}
+
 fn validate(config: &Config) -> Result<(), Error> {
     let unspecified = |a: Ipv4Addr| a.is_unspecified();
     if unspecified(config.host_addr) || unspecified(config.node_addr) {
@@ -748,7 +858,18 @@ fn validate(config: &Config) -> Result<(), Error> {
     Ok(())
 }
 
-fn check_bpffs(dir: &Path) -> Result<(), Error> {
+/// Whether this agent was built with its eBPF object ([`Error::NoObject`] otherwise).
+#[must_use]
+pub fn object_embedded() -> bool {
+    !object::bytes().is_empty()
+}
+
+/// Checks that `dir` (which must exist) is on a BPF file system.
+///
+/// # Errors
+///
+/// [`Error::NotBpffs`], or [`Error::Io`] when `statfs` fails.
+pub fn check_bpffs(dir: &Path) -> Result<(), Error> {
     use std::os::unix::ffi::OsStrExt as _;
     let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
         .map_err(|_| Error::NotBpffs(dir.to_owned()))?;

@@ -9,10 +9,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::watch as channel;
 
 use crate::aws::{self, AwsError};
 use crate::config::{ConfigError, NodeConfig};
+use crate::datapath::host::{self, HostError};
+use crate::datapath::watch;
 use crate::render::{AGENT_VERSION_LABEL, COMPUTE_TYPE_LABEL, Layout, under};
 use supervisor::KubeletCommand;
 
@@ -49,14 +51,19 @@ pub enum RunError {
     /// Installing the signal handlers failed.
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
+    /// Installing the datapath (`spec.datapath`) failed.
+    #[error("the datapath: {0}")]
+    Datapath(#[from] HostError),
 }
 
 impl RunError {
-    /// Exit code: `3` invalid config, `4` AWS, `1` otherwise.
+    /// Exit code: `3` invalid config, `4` AWS, the datapath's ([`HostError::exit_code`]), `1`
+    /// otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
             RunError::Config(_) => 3,
             RunError::Aws(_) => 4,
+            RunError::Datapath(e) => e.exit_code(),
             RunError::NotJoined { .. } | RunError::Signals(_) => 1,
         }
     }
@@ -75,6 +82,7 @@ pub async fn run(options: &RunOptions) -> Result<(), RunError> {
             path: layout.kubelet_flags.clone(),
             message: "no --hostname-override".into(),
         })?;
+    let node_ip = flag_value(&args, "--node-ip").and_then(|ip| ip.parse().ok());
     let endpoint = api_server(&under(root, &layout.kubeconfig))?;
     let ca_path = under(root, &layout.ca);
     let ca_pem = std::fs::read_to_string(&ca_path).map_err(|e| RunError::NotJoined {
@@ -98,9 +106,30 @@ pub async fn run(options: &RunOptions) -> Result<(), RunError> {
         env!("CARGO_PKG_VERSION").to_owned(),
     );
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (started_tx, started_rx) = watch::channel(0u64);
-    spawn_signal_handler(stop_tx)?;
+    let (stop_tx, stop_rx) = channel::channel(false);
+    let (started_tx, started_rx) = channel::channel(0u64);
+    spawn_signal_handler(stop_tx).map_err(RunError::Signals)?;
+    if let Some(spec) = &config.spec.datapath {
+        // kubelet refuses a --node-ip that is on no interface: N goes on first.
+        let node_ip = node_ip.ok_or_else(|| RunError::NotJoined {
+            path: layout.kubelet_flags.clone(),
+            message: "no --node-ip".into(),
+        })?;
+        let record = host::up(node_ip, spec).await?;
+        tracing::info!(
+            uplink = %record.uplink,
+            mode = %record.mode,
+            host_address = %record.host_address,
+            node_ip = %record.node_ip,
+            "datapath up"
+        );
+        let (state_dir, uplink, stop) = (spec.state_dir.clone(), record.uplink, stop_rx.clone());
+        tokio::spawn(async move {
+            if let Err(e) = watch::watch(state_dir, uplink, stop).await {
+                tracing::error!(error = %e, "datapath reconciliation stopped");
+            }
+        });
+    }
     let supervisor = tokio::spawn(supervisor::supervise(command, stop_rx.clone(), started_tx));
     tokio::spawn(watch_health(stop_rx.clone()));
     tokio::spawn(keep_labels(
@@ -117,14 +146,19 @@ pub async fn run(options: &RunOptions) -> Result<(), RunError> {
     Ok(())
 }
 
-fn spawn_signal_handler(stop: watch::Sender<bool>) -> Result<(), RunError> {
+/// Turns `stop` true on the first SIGTERM or SIGINT.
+///
+/// # Errors
+///
+/// When the signal handlers cannot be installed.
+pub fn spawn_signal_handler(stop: channel::Sender<bool>) -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     tokio::spawn(async move {
         tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: stopping kubelet"),
-            _ = int.recv() => tracing::info!("SIGINT: stopping kubelet"),
+            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = int.recv() => tracing::info!("SIGINT: stopping"),
         }
         stop.send_replace(true);
     });
@@ -133,7 +167,7 @@ fn spawn_signal_handler(stop: watch::Sender<bool>) -> Result<(), RunError> {
 
 /// Polls kubelet's healthz every 2 s; the first success tells systemd we are ready, and every
 /// change of health is logged.
-async fn watch_health(mut stop: watch::Receiver<bool>) {
+async fn watch_health(mut stop: channel::Receiver<bool>) {
     let mut healthy = false;
     let mut notified = false;
     loop {
@@ -170,8 +204,8 @@ async fn keep_labels(
     mut client: labels::NodeClient,
     node_name: String,
     wanted: BTreeMap<String, String>,
-    mut started: watch::Receiver<u64>,
-    mut stop: watch::Receiver<bool>,
+    mut started: channel::Receiver<u64>,
+    mut stop: channel::Receiver<bool>,
 ) {
     loop {
         let result = match client.get().await {
