@@ -24,7 +24,8 @@ use std::os::fd::AsRawFd as _;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
-use aya::programs::TcAttachType;
+use aya::programs::{ProgramInfo, TcAttachType};
+use satellite_agent_common as common;
 use serde::{Deserialize, Serialize};
 
 use super::net::{Netlink, Route};
@@ -471,7 +472,12 @@ pub async fn up(node_ip: Ipv4Addr, spec: &DatapathSpec) -> Result<Record, HostEr
         path: bpffs.clone(),
         source,
     })?;
-    super::check_bpffs(bpffs)?;
+    super::check_bpffs(bpffs).map_err(|e| match e {
+        super::Error::NotBpffs(_) => HostError::Host(format!(
+            "{e}; or point bpffsDir (--bpffs-dir) at a directory on one"
+        )),
+        e => e.into(),
+    })?;
     // What an earlier `up` of this uplink owns stays owned.
     if let Some(earlier) = read_record(&spec.state_dir, Some(&record.uplink))? {
         record.address_added |= earlier.address_added && earlier.node_ip == node_ip;
@@ -763,6 +769,14 @@ pub struct ProgramStatus {
     pub id: Option<u32>,
     /// Whether that program is attached to the uplink.
     pub attached: bool,
+    /// Times it ran (counted while `kernel.bpf_stats_enabled` is 1).
+    pub run_count: u64,
+    /// Nanoseconds it ran in all (counted while `kernel.bpf_stats_enabled` is 1).
+    pub run_time_ns: u64,
+    /// Instructions the verifier processed.
+    pub verified_instructions: Option<u32>,
+    /// Size of its JIT-compiled code in bytes.
+    pub jited_bytes: u32,
 }
 
 /// One peer route's state.
@@ -857,21 +871,31 @@ pub async fn status(state_dir: &Path, uplink: Option<&str>) -> Result<Option<Sta
             }
         })
         .collect();
-    let pinned = super::pinned_program_ids(&record.pin_dir);
     let attached = match uplink_index {
         Some(index) => attached_ids(&net, &record, index).await?,
         None => [Vec::new(), Vec::new()],
     };
     let programs = [
-        ("ingress", pinned.map(|p| p.0)),
-        ("egress", pinned.map(|p| p.1)),
+        ("ingress", common::PROG_INGRESS),
+        ("egress", common::PROG_EGRESS),
     ]
     .into_iter()
     .zip(attached)
-    .map(|((hook, id), ids)| ProgramStatus {
-        hook,
-        id,
-        attached: id.is_some_and(|id| ids.contains(&id)),
+    .map(|((hook, name), ids)| {
+        let info = ProgramInfo::from_pin(record.pin_dir.join(name)).ok();
+        ProgramStatus {
+            hook,
+            id: info.as_ref().map(ProgramInfo::id),
+            attached: info.as_ref().is_some_and(|i| ids.contains(&i.id())),
+            run_count: info.as_ref().map_or(0, ProgramInfo::run_count),
+            run_time_ns: info.as_ref().map_or(0, |i| {
+                u64::try_from(i.run_time().as_nanos()).unwrap_or(u64::MAX)
+            }),
+            verified_instructions: info
+                .as_ref()
+                .and_then(ProgramInfo::verified_instruction_count),
+            jited_bytes: info.as_ref().map_or(0, ProgramInfo::size_jitted),
+        }
     })
     .collect();
     let counters = Datapath::open(&record.uplink, &record.pin_dir)?
