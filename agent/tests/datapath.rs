@@ -506,54 +506,6 @@ fn reinstall_adopts_pinned_state_netlink() {
     adoption(AttachMode::Netlink);
 }
 
-/// Per-packet cost of the programs, from the kernel's BPF run-time statistics
-/// (`BPF_ENABLE_STATS`, held only while this test runs): 20 000 UDP datagrams peer → S → N and
-/// 20 000 replies. Prints `run_time_ns / run_cnt` per program. Ignored by default (timing
-/// figure, not a check): `cargo test -p satellite-agent --test datapath -- --ignored --nocapture`.
-#[test]
-#[ignore = "measurement; run explicitly"]
-fn measure_program_cost() {
-    if tcx_unsupported(AttachMode::Tcx) {
-        return;
-    }
-    let Some(topo) = Topology::new() else { return };
-    let datapath = topo.install(AttachMode::Tcx);
-    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("BPF_ENABLE_STATS");
-    let server = udp(&topo.host, N, 30056);
-    let client = udp(&topo.peer, PEER, 0);
-    client.connect((S, 30056)).unwrap();
-    let mut buf = [0u8; 64];
-    for i in 0..20_000u32 {
-        client.send(&i.to_be_bytes()).unwrap();
-        let (_, from) = server.recv_from(&mut buf).expect("datagram");
-        server.send_to(&buf[..4], from).unwrap();
-        client.recv(&mut buf).expect("reply");
-    }
-    let programs = in_netns(&topo.host, || {
-        [TcAttachType::Ingress, TcAttachType::Egress]
-            .into_iter()
-            .flat_map(|t| {
-                SchedClassifier::query_tcx("uplink", t)
-                    .expect("query_tcx")
-                    .1
-            })
-            .collect::<Vec<_>>()
-    });
-    for p in programs {
-        let (time, count) = (p.run_time(), p.run_count());
-        println!(
-            "{}: {count} runs, {} ns total, {:.1} ns/packet, {} bytes JIT, {:?} insns verified",
-            p.name_as_str().unwrap_or("?"),
-            time.as_nanos(),
-            time.as_nanos() as f64 / count.max(1) as f64,
-            p.size_jitted(),
-            p.verified_instruction_count(),
-        );
-    }
-    println!("{:?}", counters(&datapath));
-    topo.teardown(datapath);
-}
-
 #[test]
 fn rejects_bad_configurations_and_non_bpffs_pin_dirs() {
     let good = Config {

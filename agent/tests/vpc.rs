@@ -106,11 +106,21 @@ impl Vpc {
                 .args(["netns", "exec", ns, "ethtool", "-K", link, "tx", "off"])
                 .stdout(Stdio::null()))?;
         }
-        let sysctl = |ns: &str, key: &str| {
-            run(Command::new("ip").args(["netns", "exec", ns, "sysctl", "-qw", key]))
-        };
-        sysctl(i, "net.ipv4.ip_forward=1")?;
-        // The provider's 1:1 NAT of the host's public address.
+        Ok(vpc)
+    }
+
+    /// The provider's 1:1 NAT of the host's public address (iptables in the internet
+    /// namespace, which forwards).
+    fn provider_nat(&self) -> Result<()> {
+        let i = self.internet.name();
+        run(Command::new("ip").args([
+            "netns",
+            "exec",
+            i,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ]))?;
         for rule in [
             "PREROUTING -d 198.18.20.100 -j DNAT --to-destination 198.18.30.2",
             "POSTROUTING -s 198.18.30.2 -j SNAT --to-source 198.18.20.100",
@@ -119,7 +129,7 @@ impl Vpc {
                 .args(["netns", "exec", i, "iptables", "-t", "nat", "-A"])
                 .args(rule.split(' ')))?;
         }
-        Ok(vpc)
+        Ok(())
     }
 
     fn state_dir(&self) -> PathBuf {
@@ -364,6 +374,7 @@ fn vpc_client_reaches_the_host_through_the_proxy_and_the_datapath() -> Result<()
         return Ok(());
     }
     let vpc = Vpc::new()?;
+    vpc.provider_nat()?;
     let before = vpc.host_snapshot()?;
     start_servers(&vpc.host)?;
     let config = vpc.node_config()?;

@@ -1,5 +1,5 @@
 //! Benchmarks that measure our binaries and their peers side by side, in the same run.
-//! `cni` lives in [`cni`].
+//! `cni` lives in [`cni`], `datapath` in [`datapath`].
 //!
 //! Per invocation: wall time from spawn to reap, and peak RSS from `wait4`'s `ru_maxrss`.
 
@@ -15,6 +15,7 @@ use satellite_tests::tools;
 use crate::{cargo, workspace_root};
 
 mod cni;
+mod datapath;
 mod node;
 
 /// Which benchmark.
@@ -42,6 +43,16 @@ pub enum Which {
         #[arg(long, default_value_t = 100)]
         runs: usize,
     },
+    /// Host datapath: TCP throughput and request/response with no NAT, our tc NAT and
+    /// iptables NAT; tc program cost per packet (root; network namespaces)
+    Datapath {
+        /// Rounds of the three scenarios (medians are printed)
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Seconds per measurement
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
 }
 
 /// Runs the selected benchmark and prints its table.
@@ -50,6 +61,7 @@ pub fn run(which: Which) -> Result<()> {
         Which::CredentialPlugin { runs, peer_runs } => credential_plugin(runs, peer_runs),
         Which::Node { settle } => node::run(Duration::from_secs(settle)),
         Which::Cni { runs } => cni::run(runs),
+        Which::Datapath { rounds, seconds } => datapath::run(rounds, seconds),
     }
 }
 

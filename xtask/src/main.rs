@@ -9,11 +9,12 @@
 //! - `build-ebpf`: build the tc eBPF object with Debian's toolchain (installed by `setup`) and
 //!   print its path.
 //! - `vm-test`: the datapath tests under Debian's 6.1 kernel in qemu (TCG).
-//! - `test`: `setup` and `sandbox install`, then doc tests and `cargo nextest run --workspace`
-//!   (the README's test
-//!   command).
+//! - `test`: `setup` and `sandbox install`, then doc tests, `cargo nextest run --workspace` and
+//!   `vm-test` (the README's test command).
 //! - `sandbox install|up|join|down|status|exec`: the local sandbox cluster (root).
 //! - `bench credential-plugin`: our exec plugin vs `aws eks get-token`, side by side.
+//! - `bench datapath`: no NAT vs our tc NAT vs iptables NAT (iperf3, request/response), and
+//!   the tc programs' cost per packet (root).
 //! - `bench node`: sandbox start, join → Ready, the agent's steady-state RSS.
 //! - `bench cni`: our CNI plugin vs the reference `ptp` + `host-local` (+ `portmap`), side by
 //!   side (root).
@@ -53,8 +54,8 @@ enum Task {
     BuildEbpf,
     /// Run the datapath tests under Debian's 6.1 kernel in qemu (TCG; netlink attach path)
     VmTest,
-    /// Set up, then run the whole test suite: doc tests, then every other test under
-    /// cargo-nextest (extra arguments go to `cargo nextest run`)
+    /// Set up, then run the whole test suite: doc tests, every other test under
+    /// cargo-nextest (extra arguments go to `cargo nextest run`), then `vm-test`
     Test {
         /// Arguments passed through to `cargo nextest run`
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -109,7 +110,9 @@ fn run(cli: Cli) -> Result<()> {
                 .map(String::from)
                 .to_vec();
             nextest.extend(args);
-            cargo(&nextest)
+            cargo(&nextest)?;
+            // The same datapath tests on another kernel (6.1: no TCX, netlink attachment).
+            vmtest::run()
         }
         Task::Sandbox { action } => sandbox::run(action),
         Task::Bench { which } => {

@@ -1,5 +1,7 @@
-//! `cargo xtask vm-test`: the datapath tests (`agent/tests/datapath.rs`) under Debian's 6.1
-//! kernel in qemu, where TCX does not exist and the netlink `cls_bpf` path runs.
+//! `cargo xtask vm-test`: the datapath tests (`agent/tests/datapath.rs`, and the host-side
+//! tests of `agent/tests/vpc.rs` that need no iptables: `satellite-agent datapath up|down|status`
+//! with rtnetlink and netlink attachment) under Debian's 6.1 kernel in qemu, where TCX does not
+//! exist and the netlink `cls_bpf` path runs.
 //!
 //! The way aya tests its own kernel support: a small initramfs whose `/init` (a busybox shell
 //! script) mounts the pseudo file systems, loads the modules, runs the test binary and prints a
@@ -40,12 +42,12 @@ const RESULT_MARKER: &str = "SATELLITE-VM-TEST rc=";
 pub fn run() -> Result<()> {
     setup::apt(APT_PACKAGES)?;
     crate::ebpf::setup()?;
-    let test_binary = build_test_binary()?;
+    let binaries = build_test_binaries()?;
     let (kernel, version) = kernel()?;
     let work = tempfile::Builder::new().prefix("satellite-vm-").tempdir()?;
     let root = work.path().join("root");
     std::fs::create_dir_all(&root)?;
-    pack_root(&root, &test_binary, &version)?;
+    pack_root(&root, &binaries, &version)?;
     let initramfs = work.path().join("initramfs.cpio");
     cpio(&root, &initramfs)?;
 
@@ -75,8 +77,18 @@ pub fn run() -> Result<()> {
     }
 }
 
-/// `cargo test --no-run` for the datapath tests; the path of the test executable.
-fn build_test_binary() -> Result<PathBuf> {
+/// The executables the VM runs.
+struct Binaries {
+    /// `agent/tests/datapath.rs`.
+    datapath: PathBuf,
+    /// `agent/tests/vpc.rs`.
+    vpc: PathBuf,
+    /// `satellite-agent`, which the vpc tests run by its build path (`CARGO_BIN_EXE_…`).
+    agent: PathBuf,
+}
+
+/// `cargo test --no-run` for the datapath and vpc tests; their executables and the agent's.
+fn build_test_binaries() -> Result<Binaries> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let output = Command::new(cargo)
         .args([
@@ -85,9 +97,10 @@ fn build_test_binary() -> Result<PathBuf> {
             "satellite-agent",
             "--test",
             "datapath",
-            "--no-run",
+            "--test",
+            "vpc",
         ])
-        .args(["--message-format", "json"])
+        .args(["--no-run", "--message-format", "json"])
         .current_dir(crate::workspace_root())
         .stderr(Stdio::inherit())
         .output()
@@ -95,12 +108,23 @@ fn build_test_binary() -> Result<PathBuf> {
     if !output.status.success() {
         bail!("building the datapath tests failed: {}", output.status);
     }
-    String::from_utf8_lossy(&output.stdout)
+    let artifacts: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "datapath")
-        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .context("cargo named no datapath test executable")
+        .filter(|m| m["reason"] == "compiler-artifact")
+        .collect();
+    let executable = |name: &str, kind: &str| {
+        artifacts
+            .iter()
+            .filter(|m| m["target"]["name"] == name && m["target"]["kind"][0] == kind)
+            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+            .with_context(|| format!("cargo named no {kind} executable {name}"))
+    };
+    Ok(Binaries {
+        datapath: executable("datapath", "test")?,
+        vpc: executable("vpc", "test")?,
+        agent: executable("satellite-agent", "bin")?,
+    })
 }
 
 /// The newest installed Debian 6.1 kernel and its release string.
@@ -117,7 +141,7 @@ fn kernel() -> Result<(PathBuf, String)> {
     Ok((PathBuf::from(format!("/boot/vmlinuz-{version}")), version))
 }
 
-fn pack_root(root: &Path, test_binary: &Path, version: &str) -> Result<()> {
+fn pack_root(root: &Path, binaries: &Binaries, version: &str) -> Result<()> {
     for dir in ["bin", "sbin", "proc", "sys", "dev", "run", "tmp", "root"] {
         std::fs::create_dir_all(root.join(dir))?;
     }
@@ -128,14 +152,25 @@ fn pack_root(root: &Path, test_binary: &Path, version: &str) -> Result<()> {
     // The kernel's module autoloader runs /sbin/modprobe.
     std::os::unix::fs::symlink("../bin/busybox", root.join("sbin/modprobe"))?;
 
-    let binary = root.join("bin/datapath");
-    setup::run(
-        Command::new("objcopy")
-            .arg("--strip-debug")
-            .arg(test_binary)
-            .arg(&binary),
-    )?;
-    let mut elves = vec![test_binary.to_owned()];
+    let agent = root.join(binaries.agent.strip_prefix("/")?);
+    std::fs::create_dir_all(agent.parent().context("agent path")?)?;
+    for (from, to) in [
+        (&binaries.datapath, root.join("bin/datapath")),
+        (&binaries.vpc, root.join("bin/vpc")),
+        (&binaries.agent, agent),
+    ] {
+        setup::run(
+            Command::new("objcopy")
+                .arg("--strip-debug")
+                .arg(from)
+                .arg(&to),
+        )?;
+    }
+    let mut elves = vec![
+        binaries.datapath.clone(),
+        binaries.vpc.clone(),
+        binaries.agent.clone(),
+    ];
     for tool in TOOLS {
         let name = Path::new(tool).file_name().context("tool path")?;
         std::fs::copy(tool, root.join("bin").join(name)).with_context(|| tool.to_string())?;
@@ -184,9 +219,14 @@ mount -t devtmpfs dev /dev
 mount -t tmpfs run /run
 mount -t tmpfs tmp /tmp
 for m in {modules}; do modprobe $m || echo "modprobe $m failed"; done
-# No TCX before Linux 6.6: the TCX variants are skipped by name, not passed vacuously.
+# No TCX before Linux 6.6: the TCX variants are skipped by name, not passed vacuously. The
+# end-to-end VPC test needs iptables (the provider's NAT), which the VM does not have.
 /bin/datapath --test-threads=1 --skip _tcx
-echo "{RESULT_MARKER}$?"
+datapath=$?
+/bin/vpc --test-threads=1 --skip vpc_client
+vpc=$?
+echo "datapath tests: exit $datapath; vpc tests: exit $vpc"
+echo "{RESULT_MARKER}$((datapath | vpc))"
 poweroff -f
 "#,
         modules = MODULES.join(" ")

@@ -1,0 +1,413 @@
+//! `cargo xtask bench datapath`: TCP throughput and request/response rate through the host
+//! datapath, side by side in the same run: no NAT, our tc NAT, and iptables doing the same
+//! mapping; then the programs' own cost per packet (root; network namespaces).
+//!
+//! Two namespaces joined by a veth pair, as in `agent/tests/datapath.rs`:
+//!
+//! ```text
+//!  peer (the proxy) 198.18.0.2/24 ── wan · uplink ── host 198.18.0.1/24 (S), lo 198.19.0.1/32 (N)
+//! ```
+//!
+//! - **no NAT**: the server listens on S, the peer connects to S;
+//! - **tc NAT (ours)**: `satellite-agent datapath up` (release build) on `uplink`; the server
+//!   listens on N, the peer connects to S (ingress S → N, egress N → S);
+//! - **iptables NAT**: `PREROUTING -s PEER -d S -j DNAT --to-destination N` (conntrack undoes it
+//!   on the replies); the server listens on N, the peer connects to S.
+//!
+//! Throughput: `iperf3 -J` (one stream, `--seconds` each). Request/response: one TCP connection,
+//! 1-byte ping-pong for `--seconds` (a `TCP_RR`). The three scenarios alternate, `--rounds`
+//! times; medians are printed. Program cost: `kernel.bpf_stats_enabled=1` (restored after)
+//! while a request/response run goes through our NAT, then `run_time_ns / run_cnt` of each
+//! program from `datapath status --json`.
+
+use std::io::{Read as _, Write as _};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use satellite_tests::cni::Netns;
+use serde_json::Value;
+
+use super::target_dir;
+use crate::cargo;
+
+const S: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+const PEER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+const N: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
+const IPERF_PORT: u16 = 5201;
+const RR_PORT: u16 = 5202;
+
+/// How the host is set up for one scenario.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scenario {
+    NoNat,
+    TcNat,
+    Iptables,
+}
+
+impl Scenario {
+    const ALL: [Self; 3] = [Self::NoNat, Self::TcNat, Self::Iptables];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::NoNat => "no NAT",
+            Self::TcNat => "tc NAT (ours)",
+            Self::Iptables => "iptables NAT",
+        }
+    }
+
+    /// Where the server listens.
+    fn server(self) -> Ipv4Addr {
+        if self == Self::NoNat { S } else { N }
+    }
+}
+
+/// The bench's namespaces and files; removed on drop.
+struct Bench {
+    host: Netns,
+    peer: Netns,
+    work: tempfile::TempDir,
+    agent: std::path::PathBuf,
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.bpffs()).status();
+    }
+}
+
+impl Bench {
+    fn new(agent: std::path::PathBuf) -> Result<Self> {
+        let bench = Self {
+            host: Netns::new("sat-bdp-h")?,
+            peer: Netns::new("sat-bdp-p")?,
+            work: tempfile::Builder::new()
+                .prefix("satellite-bench-")
+                .tempdir()?,
+            agent,
+        };
+        std::fs::create_dir(bench.bpffs())?;
+        crate::setup::run(
+            Command::new("mount")
+                .args(["-t", "bpf", "satellite-bench"])
+                .arg(bench.bpffs()),
+        )?;
+        bench.host.ip(&[
+            "link",
+            "add",
+            "uplink",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "wan",
+            "netns",
+            bench.peer.name(),
+        ])?;
+        bench
+            .host
+            .ip(&["addr", "add", "198.18.0.1/24", "dev", "uplink"])?;
+        bench
+            .peer
+            .ip(&["addr", "add", "198.18.0.2/24", "dev", "wan"])?;
+        bench.host.ip(&["link", "set", "uplink", "up"])?;
+        bench.peer.ip(&["link", "set", "wan", "up"])?;
+        Ok(bench)
+    }
+
+    fn bpffs(&self) -> std::path::PathBuf {
+        self.work.path().join("bpffs")
+    }
+
+    fn agent_cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = self.host.command(&self.agent);
+        cmd.arg("datapath")
+            .args(args)
+            .arg("--state-dir")
+            .arg(self.work.path().join("state"));
+        cmd
+    }
+
+    /// Prepares the host for `scenario`.
+    fn enter(&self, scenario: Scenario) -> Result<()> {
+        match scenario {
+            Scenario::NoNat => Ok(()),
+            Scenario::TcNat => crate::setup::run(
+                self.agent_cmd(&[
+                    "up",
+                    "--node-ip",
+                    &N.to_string(),
+                    "--peer",
+                    &PEER.to_string(),
+                    "--uplink",
+                    "uplink",
+                    "--allow-ports",
+                    &format!("{IPERF_PORT}/tcp,{RR_PORT}/tcp"),
+                ])
+                .arg("--bpffs-dir")
+                .arg(self.bpffs().join("satellite"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+            ),
+            Scenario::Iptables => {
+                self.host
+                    .ip(&["addr", "add", &format!("{N}/32"), "dev", "lo"])?;
+                iptables(&self.host, "-A")
+            }
+        }
+    }
+
+    /// Undoes [`Self::enter`].
+    fn leave(&self, scenario: Scenario) -> Result<()> {
+        match scenario {
+            Scenario::NoNat => Ok(()),
+            Scenario::TcNat => crate::setup::run(
+                self.agent_cmd(&["down"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null()),
+            ),
+            Scenario::Iptables => {
+                iptables(&self.host, "-D")?;
+                self.host
+                    .ip(&["addr", "del", &format!("{N}/32"), "dev", "lo"])
+                    .map(drop)
+            }
+        }
+    }
+}
+
+fn iptables(host: &Netns, op: &str) -> Result<()> {
+    crate::setup::run(
+        Command::new("ip")
+            .args(["netns", "exec", host.name(), "iptables", "-t", "nat", op])
+            .args(["PREROUTING", "-i", "uplink", "-p", "tcp", "-s"])
+            .arg(PEER.to_string())
+            .arg("-d")
+            .arg(S.to_string())
+            .args(["-j", "DNAT", "--to-destination"])
+            .arg(N.to_string()),
+    )
+}
+
+/// A child killed on drop.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs the benchmark.
+pub fn run(rounds: usize, seconds: u64) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("bench datapath needs root (network namespaces, BPF, iptables)");
+    }
+    cargo(&["build", "--release", "--package", "satellite-agent"])?;
+    let bench = Bench::new(target_dir().join("release/satellite-agent"))?;
+    let duration = Duration::from_secs(seconds);
+    let mut throughput: [Vec<f64>; 3] = Default::default();
+    let mut rr: [Vec<f64>; 3] = Default::default();
+    for round in 0..rounds {
+        for (i, scenario) in Scenario::ALL.into_iter().enumerate() {
+            bench.enter(scenario)?;
+            let measured = measure(&bench, scenario, duration);
+            bench.leave(scenario)?;
+            let (gbps, tps) = measured?;
+            eprintln!(
+                "round {}/{rounds} {:<14} {gbps:>7.2} Gbit/s {tps:>9.0} trans/s",
+                round + 1,
+                scenario.name()
+            );
+            throughput[i].push(gbps);
+            rr[i].push(tps);
+        }
+    }
+    let cost = program_cost(&bench, duration)?;
+
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    println!(
+        "\ndatapath over veth (kernel {}, {} CPUs; median of {rounds} × {seconds} s)",
+        kernel.trim(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!(
+        "{:<34} {:>12} {:>14} {:>14}",
+        "", "no NAT", "tc NAT (ours)", "iptables NAT"
+    );
+    let t: Vec<f64> = throughput.iter_mut().map(|v| median(v)).collect();
+    let r: Vec<f64> = rr.iter_mut().map(|v| median(v)).collect();
+    println!(
+        "{:<34} {:>12.2} {:>14.2} {:>14.2}",
+        "TCP throughput, 1 stream (Gbit/s)", t[0], t[1], t[2]
+    );
+    println!(
+        "{:<34} {:>12.3} {:>14.3} {:>14.3}",
+        "  vs no NAT",
+        1.0,
+        t[1] / t[0],
+        t[2] / t[0]
+    );
+    println!(
+        "{:<34} {:>12.0} {:>14.0} {:>14.0}",
+        "TCP request/response (trans/s)", r[0], r[1], r[2]
+    );
+    println!(
+        "{:<34} {:>12.3} {:>14.3} {:>14.3}",
+        "  vs no NAT",
+        1.0,
+        r[1] / r[0],
+        r[2] / r[0]
+    );
+    println!(
+        "ours vs iptables: throughput {:.3}×, request/response {:.3}× (targets: ≥ 0.95 of no NAT, ≥ 1.0 of iptables)",
+        t[1] / t[2],
+        r[1] / r[2]
+    );
+    for (hook, count, ns, insns, jited) in cost {
+        println!(
+            "program cost {hook:<7} {:>6.1} ns/packet over {count} packets (bpf_stats; {insns} insns verified, {jited} bytes JIT; target ≤ 100 ns)",
+            ns
+        );
+    }
+    Ok(())
+}
+
+/// Throughput (Gbit/s) and request/response rate (transactions/s) of one scenario.
+fn measure(bench: &Bench, scenario: Scenario, duration: Duration) -> Result<(f64, f64)> {
+    let server = scenario.server().to_string();
+    let _iperf = Server(
+        bench
+            .host
+            .command("iperf3")
+            .args(["-s", "-B", &server, "-p", &IPERF_PORT.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting iperf3 (Debian package iperf3)")?,
+    );
+    // iperf3 -c retries nothing: wait for its server to listen.
+    let mut attempts = 0;
+    let out = loop {
+        let out = bench
+            .peer
+            .command("iperf3")
+            .args(["-c", &S.to_string(), "-p", &IPERF_PORT.to_string(), "-J"])
+            .args(["-t", &duration.as_secs().to_string()])
+            .output()?;
+        if out.status.success() || attempts == 20 {
+            break out;
+        }
+        attempts += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    ensure!(
+        out.status.success(),
+        "iperf3 ({}): {}",
+        scenario.name(),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).context("iperf3 -J output")?;
+    let bps = report["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .context("iperf3 -J: no end.sum_received.bits_per_second")?;
+    let tps = request_response(bench, scenario.server(), duration)?;
+    Ok((bps / 1e9, tps))
+}
+
+/// One TCP connection from the peer to S, 1-byte ping-pong for `duration`: transactions/s.
+fn request_response(bench: &Bench, server: Ipv4Addr, duration: Duration) -> Result<f64> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let listener = bench
+        .host
+        .run(move || Ok(TcpListener::bind((server, RR_PORT))?))?;
+    let serving = std::thread::spawn(move || -> Result<()> {
+        let (mut stream, _) = listener.accept()?;
+        stream.set_nodelay(true)?;
+        let mut byte = [0u8; 1];
+        while stream.read(&mut byte)? == 1 {
+            stream.write_all(&byte)?;
+        }
+        Ok(())
+    });
+    let stopped = Arc::clone(&stop);
+    let count = bench.peer.run(move || {
+        let mut stream = TcpStream::connect((S, RR_PORT))?;
+        stream.set_nodelay(true)?;
+        let start = Instant::now();
+        let mut count = 0u64;
+        let mut byte = [1u8; 1];
+        while start.elapsed() < duration && !stopped.load(Ordering::Relaxed) {
+            stream.write_all(&byte)?;
+            stream.read_exact(&mut byte)?;
+            count += 1;
+        }
+        Ok(count as f64 / start.elapsed().as_secs_f64())
+    });
+    stop.store(true, Ordering::Relaxed);
+    let _ = serving.join();
+    count
+}
+
+/// `kernel.bpf_stats_enabled`, restored on drop.
+struct BpfStats(String);
+
+impl BpfStats {
+    const PATH: &'static str = "/proc/sys/kernel/bpf_stats_enabled";
+
+    fn enable() -> Result<Self> {
+        let old = std::fs::read_to_string(Self::PATH).context(Self::PATH)?;
+        std::fs::write(Self::PATH, "1").context("enabling kernel.bpf_stats_enabled")?;
+        Ok(Self(old.trim().to_owned()))
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = std::fs::write(Self::PATH, &self.0);
+    }
+}
+
+/// One program's cost: hook, packets, ns/packet, verified instructions, JIT bytes.
+type Cost = (String, u64, f64, u64, u64);
+
+/// Each program's [`Cost`] over a request/response run through our NAT.
+fn program_cost(bench: &Bench, duration: Duration) -> Result<Vec<Cost>> {
+    bench.enter(Scenario::TcNat)?;
+    let measured = (|| {
+        let stats = BpfStats::enable()?;
+        request_response(bench, N, duration)?;
+        let status = bench.agent_cmd(&["status", "--json"]).output()?;
+        drop(stats);
+        let status: Value = serde_json::from_slice(&status.stdout).context("status --json")?;
+        let programs = status["programs"]
+            .as_array()
+            .context("status --json: no programs")?;
+        Ok(programs
+            .iter()
+            .map(|p| {
+                let count = p["runCount"].as_u64().unwrap_or(0);
+                let ns = p["runTimeNs"].as_u64().unwrap_or(0);
+                (
+                    p["hook"].as_str().unwrap_or("?").to_owned(),
+                    count,
+                    ns as f64 / count.max(1) as f64,
+                    p["verifiedInstructions"].as_u64().unwrap_or(0),
+                    p["jitedBytes"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect())
+    })();
+    bench.leave(Scenario::TcNat)?;
+    measured
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
