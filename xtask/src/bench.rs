@@ -1,6 +1,9 @@
 //! Benchmarks that measure our binaries and their peers side by side, in the same run.
 //!
 //! Per invocation: wall time from spawn to reap, and peak RSS from `wait4`'s `ru_maxrss`.
+//! `bench proxy` ([`proxy`]) measures throughput and connection rate instead.
+
+mod proxy;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -31,6 +34,25 @@ pub enum Which {
         #[arg(long, default_value_t = 30)]
         settle: u64,
     },
+    /// `satellite-agent proxy` vs HAProxy vs socat in network namespaces: TCP throughput
+    /// (iperf3) and new connections per second (root)
+    Proxy {
+        /// iperf3 seconds per throughput scenario
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Seconds per connection-rate scenario
+        #[arg(long, default_value_t = 3)]
+        conn_seconds: u64,
+        /// Parallel iperf3 streams
+        #[arg(long, default_value_t = 8)]
+        streams: usize,
+        /// Concurrent clients in the connection-rate scenario
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Rounds over all forwarders (the median is shown)
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
 }
 
 /// Runs the selected benchmark and prints its table.
@@ -38,6 +60,19 @@ pub fn run(which: Which) -> Result<()> {
     match which {
         Which::CredentialPlugin { runs, peer_runs } => credential_plugin(runs, peer_runs),
         Which::Node { settle } => crate::bench_node::run(Duration::from_secs(settle)),
+        Which::Proxy {
+            seconds,
+            conn_seconds,
+            streams,
+            concurrency,
+            rounds,
+        } => proxy::run(proxy::Options {
+            seconds,
+            conn_seconds,
+            streams,
+            concurrency,
+            rounds: rounds.max(1),
+        }),
     }
 }
 

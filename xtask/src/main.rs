@@ -15,6 +15,7 @@
 //! - `sandbox install|up|join|down|status|exec`: the local sandbox cluster (root).
 //! - `bench credential-plugin`: our exec plugin vs `aws eks get-token`, side by side.
 //! - `bench node`: sandbox start, join → Ready, the agent's steady-state RSS.
+//! - `bench proxy`: `satellite-agent proxy` vs HAProxy vs socat (throughput, connections/s).
 //!
 //! Exit codes: `0` success, `1` a step failed (the message says which), `2` bad command line.
 
