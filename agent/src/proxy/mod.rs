@@ -75,6 +75,12 @@ use splice::{Moved, Outcome, PipePool, PumpOptions, Side};
 
 /// `listen(2)` backlog of every listener (the kernel caps it at `net.core.somaxconn`).
 const BACKLOG: i32 = 4096;
+/// Idle time before the first TCP keepalive probe, on both sockets of a connection.
+const KEEPALIVE_TIME: Duration = Duration::from_secs(60);
+/// Time between keepalive probes.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// Unanswered probes before the kernel resets the connection.
+const KEEPALIVE_PROBES: u32 = 6;
 /// Pause after an accept error such as `EMFILE`, so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
@@ -383,20 +389,27 @@ fn bind_error(addr: SocketAddr, what: &str, source: io::Error) -> ProxyError {
     }
 }
 
-/// A non-blocking listening socket on `addr` (`SO_REUSEADDR`, and `IP_FREEBIND` if `freebind`).
-fn listen(addr: SocketAddr, freebind: bool) -> io::Result<TcpListener> {
+/// A non-blocking listening socket on `addr` with `SO_REUSEADDR`; for `proxied` ports also
+/// `IP_FREEBIND`, and [`tune`]d so that accepted connections inherit the options.
+fn listen(addr: SocketAddr, proxied: bool) -> io::Result<TcpListener> {
+    TcpListener::from_std(listen_socket(addr, proxied)?.into())
+}
+
+fn listen_socket(addr: SocketAddr, proxied: bool) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), None)?;
     socket.set_reuse_address(true)?;
-    if freebind {
+    if proxied {
         match addr {
             SocketAddr::V4(_) => socket.set_freebind_v4(true)?,
             SocketAddr::V6(_) => socket.set_freebind_v6(true)?,
         }
+        // Accepted connections inherit these from the listener (Linux copies the socket).
+        tune(SockRef::from(&socket))?;
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket)
 }
 
 /// Whether `addr` is configured on an interface here (a plain bind to it works).
@@ -510,13 +523,16 @@ fn admit(
     Some((global, local))
 }
 
-fn tune(stream: &TcpStream) {
-    let _ = stream.set_nodelay(true);
-    let keepalive = TcpKeepalive::new()
-        .with_time(Duration::from_secs(60))
-        .with_interval(Duration::from_secs(10))
-        .with_retries(6);
-    let _ = SockRef::from(stream).set_tcp_keepalive(&keepalive);
+/// `TCP_NODELAY` and TCP keepalive ([`KEEPALIVE_TIME`], then every [`KEEPALIVE_INTERVAL`],
+/// [`KEEPALIVE_PROBES`] probes).
+fn tune(socket: SockRef<'_>) -> io::Result<()> {
+    socket.set_tcp_nodelay(true)?;
+    socket.set_tcp_keepalive(
+        &TcpKeepalive::new()
+            .with_time(KEEPALIVE_TIME)
+            .with_interval(KEEPALIVE_INTERVAL)
+            .with_retries(KEEPALIVE_PROBES),
+    )
 }
 
 /// Connects to `target` and pumps until the connection ends; logs the outcome.
@@ -528,7 +544,6 @@ async fn connection(
     shared: &Shared,
 ) {
     let started = Instant::now();
-    tune(&client);
     let upstream = tokio::select! {
         connected = tokio::time::timeout(shared.connect_timeout, connect(target)) => connected,
         () = shared.cut.cancelled() => {
@@ -555,7 +570,6 @@ async fn connection(
             return;
         }
     };
-    tune(&upstream);
     let options = PumpOptions {
         splice: shared.splice,
         pool: &shared.pool,
@@ -603,5 +617,30 @@ async fn connect(target: SocketAddr) -> io::Result<TcpStream> {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
     };
+    tune(SockRef::from(&socket))?;
     socket.connect(target).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The proxy sets `TCP_NODELAY` and keepalive once on each listener and relies on accepted
+    /// sockets inheriting them.
+    #[test]
+    fn accepted_sockets_inherit_nodelay_and_keepalive() {
+        let listener = listen_socket("127.0.0.1:0".parse().unwrap(), true).unwrap();
+        listener.set_nonblocking(false).unwrap();
+        let addr = listener.local_addr().unwrap().as_socket().unwrap();
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert!(accepted.tcp_nodelay().unwrap());
+        assert!(accepted.keepalive().unwrap());
+        assert_eq!(accepted.tcp_keepalive_time().unwrap(), KEEPALIVE_TIME);
+        assert_eq!(
+            accepted.tcp_keepalive_interval().unwrap(),
+            KEEPALIVE_INTERVAL
+        );
+        assert_eq!(accepted.tcp_keepalive_retries().unwrap(), KEEPALIVE_PROBES);
+    }
 }
