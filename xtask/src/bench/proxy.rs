@@ -22,7 +22,7 @@ use std::os::fd::AsRawFd as _;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
@@ -192,6 +192,22 @@ pub fn run(options: Options) -> Result<()> {
         "ours vs socat:   throughput {:.2}x (target >= 2x), conn/s {:.2}x",
         ratio(ours, socat, |f| f.gbits),
         ratio(ours, socat, |f| f.conns_per_s)
+    );
+    // CPU per unit of work: a forwarder that shares 2 CPUs with iperf3 can only be as fast as
+    // the endpoints allow, so this is where forwarders differ most.
+    let per = |i: usize, cpu: fn(&Figures) -> f64, work: fn(&Figures) -> f64| {
+        median(i, cpu) / median(i, work).max(1e-9)
+    };
+    let cpu_ratio = |b: usize, cpu: fn(&Figures) -> f64, work: fn(&Figures) -> f64| {
+        per(b, cpu, work) / per(ours, cpu, work).max(1e-9)
+    };
+    println!(
+        "CPU per Gbit/s: HAProxy uses {:.2}x ours, socat {:.2}x; CPU per connection/s: HAProxy \
+         {:.2}x, socat {:.2}x",
+        cpu_ratio(haproxy, |f| f.throughput_cpu, |f| f.gbits),
+        cpu_ratio(socat, |f| f.throughput_cpu, |f| f.gbits),
+        cpu_ratio(haproxy, |f| f.conn_cpu, |f| f.conns_per_s),
+        cpu_ratio(socat, |f| f.conn_cpu, |f| f.conns_per_s),
     );
     Ok(())
 }
@@ -372,9 +388,10 @@ fn ping(addr: SocketAddrV4) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Echo server threads in the backend namespace; they stop with the value.
+/// Echo server threads in the backend namespace, blocked in `accept`; they stop with the
+/// value (`shutdown` of the listening socket wakes them).
 struct EchoServer {
-    stop: Arc<AtomicBool>,
+    listener: TcpListener,
 }
 
 impl EchoServer {
@@ -390,35 +407,28 @@ impl EchoServer {
         })
         .join()
         .map_err(|_| anyhow::anyhow!("echo listener thread panicked"))??;
-        listener.set_nonblocking(true)?;
-        let stop = Arc::new(AtomicBool::new(false));
         for _ in 0..threads {
-            let (listener, stop) = (listener.try_clone()?, Arc::clone(&stop));
+            let listener = listener.try_clone()?;
             std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    match listener.accept() {
-                        Ok((mut stream, _)) => {
-                            let _ = stream.set_nonblocking(false);
-                            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                            let mut buf = [0u8; 64];
-                            while let Ok(n) = stream.read(&mut buf) {
-                                if n == 0 || stream.write_all(&buf[..n]).is_err() {
-                                    break;
-                                }
-                            }
+                while let Ok((mut stream, _)) = listener.accept() {
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                    let mut buf = [0u8; 64];
+                    while let Ok(n) = stream.read(&mut buf) {
+                        if n == 0 || stream.write_all(&buf[..n]).is_err() {
+                            break;
                         }
-                        Err(_) => std::thread::sleep(Duration::from_micros(200)),
                     }
                 }
             });
         }
-        Ok(EchoServer { stop })
+        Ok(EchoServer { listener })
     }
 }
 
 impl Drop for EchoServer {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        // Wakes every thread blocked in accept(2) with an error.
+        let _ = socket2::SockRef::from(&self.listener).shutdown(std::net::Shutdown::Both);
     }
 }
 
