@@ -152,7 +152,7 @@ pub fn run(options: Options) -> Result<()> {
     );
     println!();
     println!(
-        "{:<34} {:>10} {:>12} {:>10} {:>12} {:>8}",
+        "{:<40} {:>7} {:>12} {:>8} {:>12} {:>7}",
         "forwarder", "Gbit/s", "proxy CPU %", "conn/s", "proxy CPU %", "errors"
     );
     let names = [
@@ -171,7 +171,7 @@ pub fn run(options: Options) -> Result<()> {
             }
         };
         println!(
-            "{:<34} {:>10.2} {:>12} {:>10.0} {:>12} {:>8}",
+            "{:<40} {:>7.2} {:>12} {:>8.0} {:>12} {:>7}",
             name,
             median(i, |f| f.gbits),
             cpu(median(i, |f| f.throughput_cpu)),
