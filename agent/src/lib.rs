@@ -8,5 +8,6 @@ pub mod datapath;
 pub mod fsplan;
 pub mod join;
 pub mod kube_client;
+pub mod proxy;
 pub mod render;
 pub mod run;

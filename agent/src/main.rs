@@ -10,6 +10,7 @@
 //!                       [--allow-ports LIST] [--watch] …        # N on lo, peer routes, tc NAT
 //! satellite-agent datapath down [--uplink IF] | status [--uplink IF] [--json]
 //! satellite-agent leave -c node.yaml                            # remove what the agent installed
+//! satellite-agent proxy --map N=PUBLIC_ADDR:PORTS… | -c proxy.yaml  # VPC side: TCP pass-through
 //! ```
 //! Logs go to stderr; verbosity from `SATELLITE_LOG` (`info` default; `kubelet=warn` style
 //! per-target directives accepted).
@@ -18,9 +19,9 @@
 //! | code | meaning |
 //! |------|---------|
 //! | 0 | success (`join --dry-run`: also when changes are pending) |
-//! | 1 | other failure |
+//! | 1 | other failure (`proxy`: a port could not be bound) |
 //! | 2 | bad command line |
-//! | 3 | invalid NodeConfig or input |
+//! | 3 | invalid NodeConfig, ProxyConfig or input |
 //! | 4 | AWS failure (credentials, STS, EKS, EC2) |
 //! | 5 | Kubernetes API failure (unreachable, unauthorized, aws-auth refused) |
 //! | 6 | host networking failure (netlink, eBPF load/attach, teardown) |
@@ -72,6 +73,8 @@ enum Command {
         #[arg(long, default_value = "/")]
         root: PathBuf,
     },
+    /// VPC side: pass TCP through from each node IP N to the GPU host's public address
+    Proxy(satellite_agent::proxy::ProxyArgs),
     /// Cluster-side administration (run with cluster-admin credentials)
     Admin {
         #[command(subcommand)]
@@ -197,8 +200,13 @@ struct AdminArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    // The proxy is a data plane: one worker per CPU. Everything else: two.
+    let workers = match cli.command {
+        Command::Proxy(_) => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        _ => 2,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers)
         .enable_all()
         .build()
     {
@@ -262,6 +270,9 @@ async fn dispatch(command: Command) -> Result<(), (u8, String)> {
         })
         .await
         .map_err(|e| (e.exit_code(), e.to_string())),
+        Command::Proxy(args) => satellite_agent::proxy::run(&args)
+            .await
+            .map_err(|e| (e.exit_code(), e.to_string())),
         Command::Admin { command } => {
             let (action, args) = match command {
                 AdminCommand::Authorize(args) => (Action::Authorize, args),

@@ -91,6 +91,7 @@ fn node_joins_runs_pods_survives_kubelet_crash_and_is_revoked() {
     let bins = NodeBinaries {
         agent: target_bin("satellite-agent", "satellite-agent"),
         credential_plugin: target_bin("satellite-credential-plugin", "satellite-credential-plugin"),
+        cni_plugin: target_bin("satellite-cni", "satellite-cni"),
     };
     admin_apply(
         &info,

@@ -1,7 +1,8 @@
 //! Benchmarks that measure our binaries and their peers side by side, in the same run.
-//! `cni` lives in [`cni`], `datapath` in [`datapath`].
+//! `cni` lives in [`cni`], `datapath` in [`datapath`], `node` in [`node`], `proxy` in [`proxy`].
 //!
 //! Per invocation: wall time from spawn to reap, and peak RSS from `wait4`'s `ru_maxrss`.
+//! `bench datapath` and `bench proxy` measure throughput and rates instead.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -17,6 +18,7 @@ use crate::{cargo, workspace_root};
 mod cni;
 mod datapath;
 mod node;
+mod proxy;
 
 /// Which benchmark.
 #[derive(Debug, Subcommand)]
@@ -53,6 +55,25 @@ pub enum Which {
         #[arg(long, default_value_t = 5)]
         seconds: u64,
     },
+    /// `satellite-agent proxy` vs HAProxy vs socat in network namespaces: TCP throughput
+    /// (iperf3) and new connections per second (root)
+    Proxy {
+        /// iperf3 seconds per throughput scenario
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Seconds per connection-rate scenario
+        #[arg(long, default_value_t = 3)]
+        conn_seconds: u64,
+        /// Parallel iperf3 streams
+        #[arg(long, default_value_t = 8)]
+        streams: usize,
+        /// Concurrent clients in the connection-rate scenario
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Rounds over all forwarders (the median is shown)
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
 }
 
 /// Runs the selected benchmark and prints its table.
@@ -62,6 +83,19 @@ pub fn run(which: Which) -> Result<()> {
         Which::Node { settle } => node::run(Duration::from_secs(settle)),
         Which::Cni { runs } => cni::run(runs),
         Which::Datapath { rounds, seconds } => datapath::run(rounds, seconds),
+        Which::Proxy {
+            seconds,
+            conn_seconds,
+            streams,
+            concurrency,
+            rounds,
+        } => proxy::run(proxy::Options {
+            seconds,
+            conn_seconds,
+            streams,
+            concurrency,
+            rounds: rounds.max(1),
+        }),
     }
 }
 

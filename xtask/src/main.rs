@@ -18,6 +18,7 @@
 //! - `bench node`: sandbox start, join → Ready, the agent's steady-state RSS.
 //! - `bench cni`: our CNI plugin vs the reference `ptp` + `host-local` (+ `portmap`), side by
 //!   side (root).
+//! - `bench proxy`: `satellite-agent proxy` vs HAProxy vs socat (throughput, connections/s).
 //!
 //! Exit codes: `0` success, `1` a step failed (the message says which), `2` bad command line.
 

@@ -13,8 +13,11 @@ use satellite_tests::tools;
 /// Debian packages the tests and benchmarks use: libfaketime freezes clocks for the
 /// byte-for-byte comparison with the AWS CLI; iproute2 (`ip`, `tc`) and ethtool build the
 /// network namespaces of the datapath tests; iptables is the simulated provider's NAT there
-/// and a peer of the datapath benchmark, as iperf3 is.
-const APT_PACKAGES: &[&str] = &["faketime", "iproute2", "ethtool", "iptables", "iperf3"];
+/// and a peer of the datapath benchmark; haproxy, socat and iperf3 are the peers and the load
+/// generator of `cargo xtask bench datapath` and `bench proxy`.
+const APT_PACKAGES: &[&str] = &[
+    "faketime", "iproute2", "ethtool", "iptables", "haproxy", "socat", "iperf3",
+];
 
 /// PyPI packages, pinned: the peers we compare against must not move under us.
 const PYTHON_REQUIREMENTS: &[&str] = &["moto[server]==5.2.5", "awscli==1.46.2"];
