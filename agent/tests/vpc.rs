@@ -376,7 +376,6 @@ fn vpc_client_reaches_the_host_through_the_proxy_and_the_datapath() -> Result<()
     let vpc = Vpc::new()?;
     vpc.provider_nat()?;
     let before = vpc.host_snapshot()?;
-    start_servers(&vpc.host)?;
     let config = vpc.node_config()?;
     let logs = vpc.work.path();
 
@@ -391,6 +390,8 @@ fn vpc_client_reaches_the_host_through_the_proxy_and_the_datapath() -> Result<()
     wait_for("the datapath to be up", Duration::from_secs(20), || {
         status(&vpc).is_ok_and(|(_, intact)| intact)
     })?;
+    // Bound to N, as kubelet is: only once the agent has put N on lo.
+    start_servers(&vpc.host)?;
     let _proxy = Process::spawn(
         {
             let mut cmd = vpc.proxy.command(agent_bin());
