@@ -49,6 +49,8 @@ pub const VPC_CIDR: &str = "198.18.0.0/16";
 pub const SUBNET_CIDR: &str = "198.18.0.0/24";
 /// The locally built pause image (no registry can be reached).
 pub const PAUSE_IMAGE: &str = "localhost/pause:local";
+/// The locally built busybox image ([`crate::tools::busybox_image_tar`]), imported at `up`.
+pub const BUSYBOX_IMAGE: &str = "localhost/busybox:local";
 /// The reference CNI plugins (Debian `containernetworking-plugins`), linked into each
 /// sandbox's own plugin directory.
 pub const CNI_BIN_DIR: &str = "/usr/lib/cni";

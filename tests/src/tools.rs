@@ -59,6 +59,13 @@ pub fn pause_image_tar() -> PathBuf {
     cache_root().join("kubernetes/pause.tar")
 }
 
+/// The locally built busybox image (docker-archive tar, image `localhost/busybox:local`: Debian's
+/// static busybox as `/bin/busybox` and `/bin/sh`), for pods that must do something (listen,
+/// connect) in the sandbox.
+pub fn busybox_image_tar() -> PathBuf {
+    cache_root().join("kubernetes/busybox.tar")
+}
+
 fn require(path: &Path, how: &str) {
     assert!(
         path.exists(),

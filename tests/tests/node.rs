@@ -13,10 +13,12 @@ use std::time::{Duration, Instant};
 
 use satellite_tests::sandbox::node::{self, NodeBinaries};
 use satellite_tests::sandbox::testing::{TestSandbox, is_root, target_bin};
-use satellite_tests::sandbox::{SandboxInfo, netns, processes};
+use satellite_tests::sandbox::{APISERVER_IP, BUSYBOX_IMAGE, SandboxInfo, netns, processes};
 use serde_json::Value;
 
 /// A mapping that is not ours: `admin authorize|revoke` must keep it byte for byte.
+/// The web pod's `hostPort`.
+const HOST_PORT: u16 = 30080;
 const OTHER_MAPPING: &str = "- rolearn: arn:aws:iam::123456789012:role/ops-admins\n  username: ops:{{SessionName}}\n  groups:\n  - ops\n";
 
 fn kubectl(info: &SandboxInfo, kubeconfig: &Path, home: &Path, args: &[&str]) -> Output {
@@ -188,6 +190,55 @@ fn node_joins_runs_pods_survives_kubelet_crash_and_is_revoked() {
             .flatten()
     });
     assert!(pod_ip.starts_with("10.88."), "pod IP {pod_ip}");
+
+    // A pod with a host port (kubelet → containerd → our plugin's portMappings): it reaches
+    // the host (a server on the API server's address, local in the sandbox namespace), and is
+    // reached at N:30080.
+    let listener = netns::run_in(&info.netns, || {
+        Ok(std::net::TcpListener::bind((APISERVER_IP, 0))?)
+    })
+    .expect("a listener in the sandbox");
+    let probe_port = listener.local_addr().expect("listener address").port();
+    let (from_pod_tx, from_pod) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if let Ok((mut stream, peer)) = listener.accept() {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut stream, &mut text);
+            let _ = from_pod_tx.send((peer.ip(), text));
+        }
+    });
+    admin_apply(
+        &info,
+        home.path(),
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: web, namespace: default}}\nspec:\n  nodeName: {name}\n  automountServiceAccountToken: false\n  containers:\n  - name: web\n    image: \"{BUSYBOX_IMAGE}\"\n    imagePullPolicy: Never\n    command: [/bin/busybox, sh, -c, \"echo from-pod | /bin/busybox nc {APISERVER_IP} {probe_port}; exec /bin/busybox nc -ll -p 8080 -e /bin/busybox echo satellite-pod\"]\n    ports: [{{containerPort: 8080, hostPort: {HOST_PORT}, protocol: TCP}}]\n"
+        ),
+    );
+    let web_ip = poll("web pod Running", Duration::from_secs(60), || {
+        let pod = admin_json(&info, home.path(), &["get", "pod", "web"]);
+        (pod["status"]["phase"] == "Running")
+            .then(|| pod["status"]["podIP"].as_str().map(str::to_owned))
+            .flatten()
+    });
+    let (peer, text) = from_pod
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the pod connected to the host");
+    assert_eq!(text.trim(), "from-pod");
+    assert_eq!(peer.to_string(), web_ip, "pod → host is not masqueraded");
+    let node_ip = info.node_ip.clone();
+    let answer = poll("N:30080 answers", Duration::from_secs(30), || {
+        let node_ip = node_ip.clone();
+        netns::run_in(&info.netns, move || {
+            let mut stream = std::net::TcpStream::connect((node_ip.as_str(), HOST_PORT))?;
+            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut stream, &mut text)?;
+            Ok(text)
+        })
+        .ok()
+        .filter(|t| !t.is_empty())
+    });
+    assert_eq!(answer.trim(), "satellite-pod");
 
     // kubelet killed → the agent starts a new one, which talks to the API server again.
     let before = node::kubelet_pids(&info);

@@ -35,6 +35,9 @@ const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 const DEBIAN_RUSTDOC: &str = "/usr/bin/rustdoc";
 const DEBIAN_CARGO: &str = "/usr/bin/cargo";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+/// LLVM 22's assembler (package `llvm-22`, a dependency of `llvm-22-dev`): `bench datapath`
+/// assembles its empty reference program with it.
+pub const LLVM_MC: &str = "/usr/lib/llvm-22/bin/llvm-mc";
 
 /// Installs the eBPF toolchain: the Debian packages, then `bpf-linker` into cargo's install
 /// root (`~/.cargo/bin`, on `PATH`), built in a cached target directory. Idempotent: each step

@@ -14,9 +14,10 @@ use satellite_tests::tools;
 /// byte-for-byte comparison with the AWS CLI; iproute2 (`ip`, `tc`) and ethtool build the
 /// network namespaces of the datapath tests; iptables is the simulated provider's NAT there
 /// and a peer of the datapath benchmark; haproxy, socat and iperf3 are the peers and the load
-/// generator of `cargo xtask bench datapath` and `bench proxy`.
+/// generator of `cargo xtask bench datapath` and `bench proxy`; bpftool reads the run-time
+/// statistics of the benchmark's reference program.
 const APT_PACKAGES: &[&str] = &[
-    "faketime", "iproute2", "ethtool", "iptables", "haproxy", "socat", "iperf3",
+    "faketime", "iproute2", "ethtool", "iptables", "haproxy", "socat", "iperf3", "bpftool",
 ];
 
 /// PyPI packages, pinned: the peers we compare against must not move under us.

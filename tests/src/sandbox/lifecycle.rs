@@ -202,10 +202,11 @@ pub fn up(opts: &UpOptions) -> Result<SandboxInfo> {
         config::aws_credentials(&fx.access_key_id, &fx.secret_access_key).as_bytes(),
         0o600,
     )?;
-    import_pause_image(&containerd_socket)?;
+    import_image(&containerd_socket, &tools::pause_image_tar())?;
+    import_image(&containerd_socket, &tools::busybox_image_tar())?;
     progress(
         &t0,
-        "AWS fixtures created, moto auth on, pause image imported",
+        "AWS fixtures created, moto auth on, pause and busybox images imported",
     );
 
     start(
@@ -498,6 +499,7 @@ fn preflight(work_dir: &Path, authenticator_bin: &Path) -> Result<()> {
     }
     for path in [
         tools::pause_image_tar(),
+        tools::busybox_image_tar(),
         tools::venv().join("bin/moto_server"),
         tools::venv().join("bin/aws"),
     ] {
@@ -613,20 +615,21 @@ fn http_ok(ns: &str, url: &str) -> bool {
     .is_ok()
 }
 
-/// Imports the pause image into containerd's `k8s.io` namespace (what the CRI plugin uses).
-fn import_pause_image(socket: &Path) -> Result<()> {
+/// Imports a docker-archive image into containerd's `k8s.io` namespace (what the CRI plugin
+/// uses).
+fn import_image(socket: &Path, tar: &Path) -> Result<()> {
     let out = Command::new("ctr")
         .arg("--address")
         .arg(socket)
         .args(["-n", "k8s.io", "images", "import"])
-        .arg(tools::pause_image_tar())
+        .arg(tar)
         .stdin(Stdio::null())
         .output()
         .context("running ctr")?;
     if !out.status.success() {
         bail!(
             "ctr images import {}: {}",
-            tools::pause_image_tar().display(),
+            tar.display(),
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }

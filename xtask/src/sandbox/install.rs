@@ -1,22 +1,23 @@
 //! Installs what the sandbox cluster runs: Debian packages (etcd, containerd, runc, CNI
 //! plugins, Go and the tools to build Kubernetes and the pause image), then builds
 //! `kube-apiserver`, `kube-controller-manager` and `kubelet` v1.20.2 from Debian's
-//! `kubernetes` source package, and a static pause image.
+//! `kubernetes` source package, a static pause image and a static busybox image.
 //!
 //! Everything is cached under [`tools::cache_root`]`/kubernetes`:
 //! - `src/`: the unpacked source package;
 //! - `<debian source version>/bin/`: the binaries of that source version, complete when
 //!   `.complete` exists; `bin` is a symlink to the current one ([`tools::kubernetes_bin_dir`]);
-//! - `pause.tar`: the pause image ([`tools::pause_image_tar`]).
+//! - `pause.tar`: the pause image ([`tools::pause_image_tar`]);
+//! - `busybox.tar`: the busybox image ([`tools::busybox_image_tar`]).
 //!
-//! A second run finds the symlink and the image and returns at once (no apt, no Go).
+//! A second run finds the symlink and the images and returns at once (no apt, no Go).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
-use satellite_tests::sandbox::PAUSE_IMAGE;
+use satellite_tests::sandbox::{BUSYBOX_IMAGE, PAUSE_IMAGE};
 use satellite_tests::tools;
 
 use crate::setup::{apt, run};
@@ -36,6 +37,8 @@ const PACKAGES: &[&str] = &[
     "runc",
     "umoci",
     "skopeo",
+    // The busybox image's only binary.
+    "busybox-static",
     "containernetworking-plugins",
     // kubelet's KUBE-FIREWALL chains and the ptp plugin's ipMasq.
     "iptables",
@@ -64,6 +67,9 @@ pub fn all() -> Result<()> {
         apt(&["kubernetes-client"])?;
     }
     let root = tools::cache_root().join("kubernetes");
+    if !tools::busybox_image_tar().exists() {
+        build_busybox_image(&root)?;
+    }
     if !is_complete(&tools::kubernetes_bin_dir()) || !tools::pause_image_tar().exists() {
         let src = source_tree(&root)?;
         if !is_complete(&tools::kubernetes_bin_dir()) {
@@ -221,12 +227,11 @@ fn build_kubernetes(root: &Path, src: &SourceTree) -> Result<()> {
 }
 
 /// Builds the pause image: `pause.c` from the tree, compiled `-static`, as the only file
-/// of an OCI image (umoci), exported as a docker-archive tar (skopeo) that containerd imports.
+/// of an image.
 fn build_pause_image(root: &Path, src: &SourceTree) -> Result<()> {
     eprintln!("xtask sandbox: building the pause image {PAUSE_IMAGE}");
     let work = tempfile::tempdir_in(root).context("temp dir for the pause image")?;
-    let w = work.path();
-    let binary = w.join("pause");
+    let binary = work.path().join("pause");
     run(Command::new("gcc")
         .args([
             "-Os",
@@ -238,17 +243,62 @@ fn build_pause_image(root: &Path, src: &SourceTree) -> Result<()> {
         .arg(&binary)
         .arg(src.tree.join("build/pause/linux/pause.c")))?;
     run(Command::new("strip").arg(&binary))?;
-    let layout = w.join("oci");
+    build_image(
+        work.path(),
+        PAUSE_IMAGE,
+        &[(binary.as_path(), "pause")],
+        &[],
+        "/pause",
+        &tools::pause_image_tar(),
+    )
+}
+
+/// Builds the busybox image: Debian's static busybox as `/bin/busybox`, `/bin/sh` a link to
+/// it; pods give their own command.
+fn build_busybox_image(root: &Path) -> Result<()> {
+    eprintln!("xtask sandbox: building the busybox image {BUSYBOX_IMAGE}");
+    std::fs::create_dir_all(root)?;
+    let work = tempfile::tempdir_in(root).context("temp dir for the busybox image")?;
+    build_image(
+        work.path(),
+        BUSYBOX_IMAGE,
+        &[(Path::new("/bin/busybox"), "bin/busybox")],
+        &[("busybox", "bin/sh")],
+        "/bin/busybox",
+        &tools::busybox_image_tar(),
+    )
+}
+
+/// Packs `files` (host path, path in the image) and `links` (target, path in the image) as the
+/// only layer of an OCI image (umoci; user 65535, as Kubernetes' pause), exported as a docker-archive tar (skopeo)
+/// that containerd imports, stored at `dest`.
+fn build_image(
+    work: &Path,
+    name: &str,
+    files: &[(&Path, &str)],
+    links: &[(&str, &str)],
+    entrypoint: &str,
+    dest: &Path,
+) -> Result<()> {
+    let layout = work.join("oci");
     let image = format!("{}:local", layout.display());
     run(Command::new("umoci")
         .args(["init", "--layout"])
         .arg(&layout))?;
     run(Command::new("umoci").args(["new", "--image", &image]))?;
-    let bundle = w.join("bundle");
+    let bundle = work.join("bundle");
     run(Command::new("umoci")
         .args(["unpack", "--rootless", "--image", &image])
         .arg(&bundle))?;
-    std::fs::copy(&binary, bundle.join("rootfs/pause"))?;
+    let rootfs = bundle.join("rootfs");
+    for (from, to) in files {
+        let to = rootfs.join(to);
+        std::fs::create_dir_all(to.parent().context("image path")?)?;
+        std::fs::copy(from, &to).with_context(|| format!("copying {}", from.display()))?;
+    }
+    for (target, link) in links {
+        std::os::unix::fs::symlink(target, rootfs.join(link))?;
+    }
     run(Command::new("umoci")
         .args(["repack", "--image", &image])
         .arg(&bundle))?;
@@ -257,14 +307,14 @@ fn build_pause_image(root: &Path, src: &SourceTree) -> Result<()> {
         "--image",
         &image,
         "--config.entrypoint",
-        "/pause",
+        entrypoint,
         "--config.user",
         "65535:65535",
     ]))?;
-    let tar = w.join("pause.tar");
+    let tar = work.join("image.tar");
     run(Command::new("skopeo")
         .arg("copy")
         .arg(format!("oci:{image}"))
-        .arg(format!("docker-archive:{}:{PAUSE_IMAGE}", tar.display())))?;
-    std::fs::rename(&tar, tools::pause_image_tar()).context("storing pause.tar")
+        .arg(format!("docker-archive:{}:{name}", tar.display())))?;
+    std::fs::rename(&tar, dest).with_context(|| format!("storing {}", dest.display()))
 }
