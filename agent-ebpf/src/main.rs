@@ -22,10 +22,12 @@
 //! (fragment offset ≠ 0) carry no transport header: only their IPv4 header is rewritten, and the
 //! allow-list cannot see their ports (a dropped first fragment makes reassembly fail).
 //!
-//! Packets are read and written with `bpf_skb_load_bytes`/`bpf_skb_store_bytes`, which bound
-//! every access at run time, so no direct packet access has to convince the verifier. The
-//! uplink must carry Ethernet frames (no VLAN tag in the packet data: the kernel strips
-//! offloaded tags before tc).
+//! Headers on every packet's path (Ethernet type, IPv4 header, destination port) are read
+//! directly from the linear packet data, bounds-checked against `data_end`, falling back to
+//! `bpf_skb_load_bytes` when they are not linear; everything else (the rarer ICMP errors) and
+//! every write goes through `bpf_skb_load_bytes`/`bpf_skb_store_bytes`. The uplink must carry
+//! Ethernet frames (no VLAN tag in the packet data: the kernel strips offloaded tags before
+//! tc).
 
 #![no_std]
 #![no_main]
@@ -157,10 +159,26 @@ fn is_protected(cfg: &NatConfig, proto: u8, port: u16) -> bool {
     nodeport || SAT_PORTS.get_ptr(&PortKey::new(proto, port)).is_some()
 }
 
+/// Reads a `T` at `off` of the packet: straight from the linear data when it is there (no
+/// helper call: every packet's headers are read this way), else with `bpf_skb_load_bytes`
+/// (headers in paged data).
+#[inline(always)]
+fn read<T: Copy>(ctx: &TcContext, off: usize) -> Option<T> {
+    let start = ctx.data();
+    if start + off + size_of::<T>() <= ctx.data_end() {
+        // SAFETY: the `size_of::<T>()` bytes at `start + off` lie before `data_end`: inside
+        // the linear packet data, which the verifier also checks against this comparison.
+        // Packet data has no alignment, hence the unaligned read.
+        Some(unsafe { core::ptr::read_unaligned((start + off) as *const T) })
+    } else {
+        ctx.load(off).ok()
+    }
+}
+
 /// Parses the IPv4 header at `off`; `None` for anything else or a malformed header.
 #[inline(always)]
 fn parse_ip(ctx: &TcContext, off: usize) -> Option<Ip> {
-    let ip: Ipv4Hdr = ctx.load(off).ok()?;
+    let ip: Ipv4Hdr = read(ctx, off)?;
     let ihl = usize::from(ip.vihl & 0x0f) * 4;
     if ip.vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN {
         return None;
@@ -177,7 +195,7 @@ fn parse_ip(ctx: &TcContext, off: usize) -> Option<Ip> {
 /// The outer IPv4 header of an Ethernet frame, or `None` when it carries something else.
 #[inline(always)]
 fn outer_ip(ctx: &TcContext) -> Option<Ip> {
-    let ether_type: u16 = ctx.load(offset_of!(EthHdr, ether_type)).ok()?;
+    let ether_type: u16 = read(ctx, offset_of!(EthHdr, ether_type))?;
     if ether_type != EtherType::Ipv4 as u16 {
         return None;
     }
@@ -299,7 +317,7 @@ fn sat_nat_ingress(ctx: TcContext) -> i32 {
     let peer = is_peer(ip.src);
 
     if !peer && ip.first_fragment && (ip.proto == IPPROTO_TCP || ip.proto == IPPROTO_UDP) {
-        let Ok(dport) = ctx.load::<[u8; 2]>(ip.l4 + L4_DPORT) else {
+        let Some(dport) = read::<[u8; 2]>(&ctx, ip.l4 + L4_DPORT) else {
             count(Counter::Errors);
             return NEXT;
         };
