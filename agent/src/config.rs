@@ -257,10 +257,11 @@ impl Default for Paths {
     }
 }
 
-/// A problem in a NodeConfig: the field path and what is wrong with it.
+/// A problem in a configuration (NodeConfig, ProxyConfig, `spec.datapath`, or the flags that
+/// stand for them): the field path or flag, and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
-    /// Dotted path of the field, e.g. `spec.identity.roleArn`.
+    /// Dotted path of the field, e.g. `spec.identity.roleArn`, or the flag.
     pub field: String,
     /// What is wrong and what a valid value looks like.
     pub message: String,

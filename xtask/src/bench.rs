@@ -256,16 +256,8 @@ fn run_once(mut cmd: Command) -> Result<(Duration, u64)> {
     let mut child = cmd
         .spawn()
         .with_context(|| format!("spawning {:?}", cmd.get_program()))?;
-    let pid = i32::try_from(child.id()).context("pid fits i32")?;
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `pid` is our unreaped child; status and usage point to live locals.
-    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let (status, peak_rss_kib) = reap(&child)?;
     let elapsed = start.elapsed();
-    if reaped != pid {
-        bail!("wait4: {}", std::io::Error::last_os_error());
-    }
     if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
         let mut stderr = String::new();
         if let Some(mut pipe) = child.stderr.take() {
@@ -277,8 +269,23 @@ fn run_once(mut cmd: Command) -> Result<(Duration, u64)> {
             cmd.get_program()
         );
     }
+    Ok((elapsed, peak_rss_kib))
+}
+
+/// Reaps `child` with `wait4(2)`: its wait status and peak RSS in KiB (`ru_maxrss`, which
+/// covers the children it waited for).
+fn reap(child: &std::process::Child) -> Result<(i32, u64)> {
+    let pid = i32::try_from(child.id()).context("pid fits i32")?;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our unreaped child; status and usage point to live locals.
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    if reaped != pid {
+        bail!("wait4: {}", std::io::Error::last_os_error());
+    }
     // Linux reports ru_maxrss in KiB.
-    Ok((elapsed, u64::try_from(usage.ru_maxrss).unwrap_or(0)))
+    Ok((status, u64::try_from(usage.ru_maxrss).unwrap_or(0)))
 }
 
 /// Cargo's target directory (`CARGO_TARGET_DIR`, else `<workspace>/target`).

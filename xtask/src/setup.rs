@@ -161,12 +161,13 @@ fn cni_peers() -> Result<()> {
     std::fs::write(&stamp, &version).context("writing the cnitool stamp")
 }
 
-/// The `deb-src` entry for Debian's own mirror (the same file and content as the sandbox
-/// installer's, so whichever runs first adds it), then `apt-get update`.
-fn ensure_deb_src() -> Result<()> {
+/// Adds the `deb-src` entry for Debian's own mirror (same mirror and suites as Debian's
+/// default `debian.sources`; the sandbox builds Kubernetes and setup builds cnitool from
+/// source packages) if missing, then `apt-get update`.
+pub fn ensure_deb_src() -> Result<()> {
     const FILE: &str = "/etc/apt/sources.list.d/satellite-deb-src.sources";
-    const CONTENT: &str = "# Added by `cargo xtask sandbox install`: Debian source packages \
-(Kubernetes is built from Debian's kubernetes source package).\n\
+    const CONTENT: &str = "# Added by `cargo xtask setup`: Debian source packages \
+(Kubernetes and cnitool are built from Debian's source packages).\n\
 Types: deb-src\n\
 URIs: http://deb.debian.org/debian\n\
 Suites: bookworm bookworm-updates\n\

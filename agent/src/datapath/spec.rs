@@ -85,14 +85,9 @@ pub struct AllowPorts {
     pub nodeports: Option<RangeInclusive<u16>>,
 }
 
-/// One invalid field: its camelCase name (within `spec.datapath`) and what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// The field, e.g. `peers[1]` or `allowPorts`.
-    pub field: String,
-    /// What is wrong and what a valid value looks like.
-    pub message: String,
-}
+/// One invalid field: its camelCase name within `spec.datapath` (e.g. `peers[1]`) and what is
+/// wrong.
+pub use crate::config::Problem;
 
 impl DatapathSpec {
     /// Every problem of this spec with node IP `node_ip` (`None` when not known yet, e.g. an

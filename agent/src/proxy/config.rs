@@ -175,21 +175,9 @@ impl<'de> Deserialize<'de> for Ports {
     }
 }
 
-/// A problem in the configuration: where (a field path such as `spec.nodes[1].ports`, or the
-/// flag) and what is wrong, with what a valid value looks like.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// The field or flag.
-    pub field: String,
-    /// What is wrong and how to fix it.
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.message)
-    }
-}
+/// A problem in the configuration: the field path (such as `spec.nodes[1].ports`) or the flag,
+/// and what is wrong, with what a valid value looks like.
+pub use crate::config::Problem;
 
 /// Why the configuration cannot be used (exit code 3).
 #[derive(Debug, thiserror::Error)]

@@ -19,7 +19,7 @@ use anyhow::{Context as _, Result, bail};
 use satellite_tests::cni::{Netns, Node, REFERENCE_PLUGIN_DIR};
 use serde_json::{Value, json};
 
-use super::{ms, ratio, target_dir};
+use super::{ms, ratio, reap, target_dir};
 use crate::cargo;
 
 const SUBNET: &str = "198.19.0.0/24";
@@ -324,16 +324,8 @@ fn invoke(host: &Netns, netns: &Path, call: &Call<'_>) -> Result<(Duration, u64,
             .context("stdout")?
             .read_to_end(&mut stdout)?;
     }
-    let pid = i32::try_from(child.id()).context("pid fits i32")?;
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `pid` is our unreaped child; status and usage point to live locals.
-    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let (status, peak_rss_kib) = reap(&child)?;
     let elapsed = start.elapsed();
-    if reaped != pid {
-        bail!("wait4: {}", std::io::Error::last_os_error());
-    }
     if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
         bail!(
             "{} {} failed (wait status {status}): {}",
@@ -342,8 +334,7 @@ fn invoke(host: &Netns, netns: &Path, call: &Call<'_>) -> Result<(Duration, u64,
             String::from_utf8_lossy(&stdout)
         );
     }
-    // Linux reports ru_maxrss in KiB.
-    Ok((elapsed, u64::try_from(usage.ru_maxrss).unwrap_or(0), stdout))
+    Ok((elapsed, peak_rss_kib, stdout))
 }
 
 fn quantile(samples: &mut [Duration], q: f64) -> Duration {

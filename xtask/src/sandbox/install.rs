@@ -47,17 +47,6 @@ const PACKAGES: &[&str] = &[
 /// The Kubernetes components the sandbox needs from the source tree (`make WHAT=…`).
 const KUBE_COMPONENTS: &[&str] = &["kube-apiserver", "kube-controller-manager", "kubelet"];
 
-/// The `deb-src` entry this installer adds (same mirror and suites as Debian's default
-/// `debian.sources`).
-const DEB_SRC_FILE: &str = "/etc/apt/sources.list.d/satellite-deb-src.sources";
-const DEB_SRC: &str = "# Added by `cargo xtask sandbox install`: Debian source packages \
-(Kubernetes is built from Debian's kubernetes source package).\n\
-Types: deb-src\n\
-URIs: http://deb.debian.org/debian\n\
-Suites: bookworm bookworm-updates\n\
-Components: main\n\
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n";
-
 /// Installs everything (idempotent; instant when done).
 pub fn all() -> Result<()> {
     crate::setup::all()?;
@@ -102,11 +91,7 @@ pub fn which(program: &str) -> Option<PathBuf> {
 /// Adds the `deb-src` entry if missing, downloads and unpacks `apt-get source kubernetes`
 /// into `root/src` (once per source version), and returns the tree and its version.
 fn source_tree(root: &Path) -> Result<SourceTree> {
-    if !Path::new(DEB_SRC_FILE).exists() {
-        eprintln!("xtask sandbox: adding {DEB_SRC_FILE} (deb-src entry)");
-        crate::sandbox::write_atomic(Path::new(DEB_SRC_FILE), DEB_SRC.as_bytes(), 0o644)?;
-        run(Command::new("apt-get").args(["-o", "DPkg::Lock::Timeout=600", "update", "-qq"]))?;
-    }
+    crate::setup::ensure_deb_src()?;
     let version = source_version().or_else(|_| {
         run(Command::new("apt-get").args(["-o", "DPkg::Lock::Timeout=600", "update", "-qq"]))?;
         source_version()

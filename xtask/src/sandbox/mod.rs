@@ -13,8 +13,6 @@ use clap::Subcommand;
 use satellite_tests::sandbox::{SandboxInfo, lifecycle, node};
 use satellite_tests::tools;
 
-pub use satellite_tests::sandbox::write_atomic;
-
 /// `cargo xtask sandbox …`
 #[derive(Debug, Subcommand)]
 pub enum Action {
