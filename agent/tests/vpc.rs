@@ -613,7 +613,10 @@ fn bad_input_changes_nothing() -> Result<()> {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("not on a bpffs"));
-    let _ = std::fs::remove_dir(vpc.work.path().join("not-bpffs"));
+    assert!(
+        !vpc.work.path().join("not-bpffs").exists(),
+        "a refused up left the directory it made"
+    );
     assert_eq!(
         vpc.host_snapshot()?,
         before,

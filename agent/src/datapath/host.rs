@@ -138,6 +138,9 @@ pub struct Record {
     /// no other filter uses it).
     #[serde(default)]
     pub clsact_added: bool,
+    /// Whether `up` created `bpffsDir` (removed on `down` when empty).
+    #[serde(default)]
+    pub bpffs_dir_created: bool,
 }
 
 impl Record {
@@ -421,6 +424,7 @@ pub async fn plan(
         pin_dir: spec.bpffs_dir.join(&uplink),
         mode,
         clsact_added,
+        bpffs_dir_created: false,
         address_added: !present.iter().any(|a| a.ip == node_ip && a.prefix == 32),
         routes,
     };
@@ -466,22 +470,29 @@ pub async fn up(node_ip: Ipv4Addr, spec: &DatapathSpec) -> Result<Record, HostEr
     let net = Netlink::open().map_err(netlink("opening an rtnetlink socket"))?;
     let _lock = lock(&spec.state_dir)?;
     let mut record = plan(&net, node_ip, spec).await?;
-    let bpffs = &record.spec.bpffs_dir;
-    std::fs::create_dir_all(bpffs).map_err(|source| HostError::State {
+    let bpffs = record.spec.bpffs_dir.clone();
+    record.bpffs_dir_created = !bpffs.exists();
+    std::fs::create_dir_all(&bpffs).map_err(|source| HostError::State {
         what: "creating",
         path: bpffs.clone(),
         source,
     })?;
-    super::check_bpffs(bpffs).map_err(|e| match e {
-        super::Error::NotBpffs(_) => HostError::Host(format!(
-            "{e}; or point bpffsDir (--bpffs-dir) at a directory on one"
-        )),
-        e => e.into(),
-    })?;
+    if let Err(e) = super::check_bpffs(&bpffs) {
+        if record.bpffs_dir_created {
+            let _ = std::fs::remove_dir(&bpffs);
+        }
+        return Err(match e {
+            super::Error::NotBpffs(_) => HostError::Host(format!(
+                "{e}; or point bpffsDir (--bpffs-dir) at a directory on one"
+            )),
+            e => e.into(),
+        });
+    }
     // What an earlier `up` of this uplink owns stays owned.
     if let Some(earlier) = read_record(&spec.state_dir, Some(&record.uplink))? {
         record.address_added |= earlier.address_added && earlier.node_ip == node_ip;
         record.clsact_added |= earlier.clsact_added;
+        record.bpffs_dir_created |= earlier.bpffs_dir_created;
         for route in earlier.routes {
             if !record.routes.contains(&route) && spec.peers.contains(&route.peer) {
                 record.routes.push(route);
@@ -654,8 +665,8 @@ pub struct Removed {
 }
 
 /// Removes what `up` installed on `uplink` (or the only uplink with a record) and only that;
-/// nothing installed is not an error. Takes the state lock; the record goes first, so a
-/// running reconcile loop stops restoring.
+/// nothing installed is not an error. Takes the state lock; the record is removed last, after
+/// which a running reconcile loop stops restoring.
 ///
 /// # Errors
 ///
@@ -666,8 +677,10 @@ pub async fn down(state_dir: &Path, uplink: Option<&str>) -> Result<Removed, Hos
     let Some(record) = read_record(state_dir, uplink)? else {
         return Ok(Removed::default());
     };
-    remove_record(&record)?;
+    // Under the lock no reconcile loop runs; the record goes only once everything is removed,
+    // so a failed `down` can be run again (and a running loop then stops restoring).
     let items = teardown(&net, &record).await?;
+    remove_record(&record)?;
     Ok(Removed {
         uplink: Some(record.uplink),
         items,
@@ -685,7 +698,9 @@ async fn teardown(net: &Netlink, record: &Record) -> Result<Vec<String>, HostErr
         }
     }
     // The bpffs directory `up` created, when nothing else is pinned there.
-    let _ = std::fs::remove_dir(&record.spec.bpffs_dir);
+    if record.bpffs_dir_created {
+        let _ = std::fs::remove_dir(&record.spec.bpffs_dir);
+    }
     if record.clsact_added {
         match remove_unused_clsact(net, &record.uplink).await {
             Ok(true) => removed.push(format!("clsact qdisc on {}", record.uplink)),

@@ -51,6 +51,7 @@ pub async fn watch(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tracing::info!(uplink, "reconciling the datapath");
     let mut listening = true;
+    let mut last_error = None;
     loop {
         // The select only says why it woke: the `wait_for` guard must not live across an await.
         let event = tokio::select! {
@@ -72,7 +73,7 @@ pub async fn watch(
             }
             None => {}
         }
-        if !reconcile_once(&net, &state_dir, &uplink).await {
+        if !reconcile_once(&net, &state_dir, &uplink, &mut last_error).await {
             break;
         }
     }
@@ -80,8 +81,15 @@ pub async fn watch(
     Ok(())
 }
 
-/// One check under the lock; `false` when the record is gone (stop reconciling).
-async fn reconcile_once(net: &Netlink, state_dir: &std::path::Path, uplink: &str) -> bool {
+/// One check under the lock; `false` when the record is gone (stop reconciling). A failure is
+/// logged as a warning when it differs from the previous one (a lasting problem, such as a
+/// deleted uplink, is not repeated every few seconds), and its end is logged too.
+async fn reconcile_once(
+    net: &Netlink,
+    state_dir: &std::path::Path,
+    uplink: &str,
+    last_error: &mut Option<String>,
+) -> bool {
     let _lock = match host::lock(state_dir) {
         Ok(lock) => lock,
         Err(e) => {
@@ -108,9 +116,18 @@ async fn reconcile_once(net: &Netlink, state_dir: &std::path::Path, uplink: &str
             for item in restored {
                 tracing::warn!(uplink, restored = %item, "datapath drift repaired");
             }
+            if last_error.take().is_some() {
+                tracing::info!(uplink, "datapath complete again");
+            }
         }
         Err(e) => {
-            tracing::warn!(uplink, error = %e, "datapath repair failed; retrying on the next change")
+            let e = e.to_string();
+            if last_error.as_deref() == Some(e.as_str()) {
+                tracing::debug!(uplink, error = %e, "datapath repair still failing");
+            } else {
+                tracing::warn!(uplink, error = %e, "datapath repair failed; retrying on the next change");
+                *last_error = Some(e);
+            }
         }
     }
     true
