@@ -49,10 +49,10 @@ pub enum Which {
     /// iptables NAT; tc program cost per packet (root; network namespaces)
     Datapath {
         /// Rounds of the three scenarios (medians are printed)
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 5)]
         rounds: usize,
         /// Seconds per measurement
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 4)]
         seconds: u64,
     },
     /// `satellite-agent proxy` vs HAProxy vs socat in network namespaces: TCP throughput
