@@ -22,10 +22,11 @@ use std::os::fd::AsRawFd as _;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
+use satellite_tests::cni::Netns;
 use satellite_tests::sandbox::netns;
 
 use crate::bench::target_dir;
@@ -110,7 +111,7 @@ pub fn run(options: Options) -> Result<()> {
         .tempdir()?;
     let topo = Topology::new()?;
     let _iperf = Daemon::spawn(
-        netns::command(&topo.backend, "iperf3").args([
+        netns::command(topo.backend.name(), "iperf3").args([
             "-s",
             "-B",
             &PUB.to_string(),
@@ -119,8 +120,8 @@ pub fn run(options: Options) -> Result<()> {
         ]),
         &work.path().join("iperf3-server.log"),
     )?;
-    let echo = EchoServer::start(&topo.backend, options.concurrency * 2)?;
-    wait_listening(&topo.backend, &[IPERF_PORT, ECHO_PORT])?;
+    let echo = EchoServer::start(topo.backend.name(), options.concurrency * 2)?;
+    wait_listening(topo.backend.name(), &[IPERF_PORT, ECHO_PORT])?;
 
     let versions = Versions::read();
     let mut results: Vec<Vec<Figures>> = vec![Vec::new(); Subject::ALL.len()];
@@ -224,7 +225,7 @@ fn measure(
     let mut daemons: Vec<Daemon> = match subject {
         Subject::Direct => Vec::new(),
         Subject::Ours => vec![Daemon::spawn(
-            netns::command(&topo.proxy, agent)
+            netns::command(topo.proxy.name(), agent)
                 .args([
                     "proxy",
                     "--map",
@@ -239,7 +240,7 @@ fn measure(
             let config = work.join("haproxy.cfg");
             std::fs::write(&config, haproxy_config())?;
             vec![Daemon::spawn(
-                netns::command(&topo.proxy, "haproxy")
+                netns::command(topo.proxy.name(), "haproxy")
                     .arg("-db")
                     .arg("-f")
                     .arg(&config),
@@ -250,7 +251,7 @@ fn measure(
             .into_iter()
             .map(|port| {
                 Daemon::spawn(
-                    netns::command(&topo.proxy, "socat").args([
+                    netns::command(topo.proxy.name(), "socat").args([
                         format!("TCP-LISTEN:{port},bind={N},fork,reuseaddr,backlog=4096"),
                         format!("TCP:{PUB}:{port}"),
                     ]),
@@ -260,7 +261,7 @@ fn measure(
             .collect::<Result<_>>()?,
     };
     if subject != Subject::Direct
-        && let Err(e) = wait_listening(&topo.proxy, &[IPERF_PORT, ECHO_PORT])
+        && let Err(e) = wait_listening(topo.proxy.name(), &[IPERF_PORT, ECHO_PORT])
     {
         let logs: Vec<String> = daemons.iter().map(Daemon::log).collect();
         bail!("{e:#}\n{}", logs.join("\n"));
@@ -275,7 +276,7 @@ fn measure(
     let before = cpu();
     let started = Instant::now();
     let (conns, conn_errors) = connection_rate(
-        &topo.client,
+        topo.client.name(),
         SocketAddrV4::new(subject.front(), ECHO_PORT),
         options.concurrency,
         Duration::from_secs(options.conn_seconds),
@@ -310,7 +311,7 @@ fn haproxy_config() -> String {
 
 /// iperf3 through `front`: received Gbit/s.
 fn iperf(topo: &Topology, front: Ipv4Addr, options: &Options) -> Result<f64> {
-    let out = netns::command(&topo.client, "iperf3")
+    let out = netns::command(topo.client.name(), "iperf3")
         .args([
             "-c",
             &front.to_string(),
@@ -580,44 +581,49 @@ impl Versions {
     }
 }
 
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
-/// The three namespaces; deleted on drop.
+/// The three namespaces (`lo` up; deleted on drop, with their veths).
 struct Topology {
-    client: String,
-    proxy: String,
-    backend: String,
+    client: Netns,
+    proxy: Netns,
+    backend: Netns,
 }
 
 impl Topology {
     fn new() -> Result<Topology> {
-        let id = format!(
-            "{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
         let topo = Topology {
-            client: format!("sat-bench-{id}-c"),
-            proxy: format!("sat-bench-{id}-p"),
-            backend: format!("sat-bench-{id}-b"),
+            client: Netns::new("sat-bench-c")?,
+            proxy: Netns::new("sat-bench-p")?,
+            backend: Netns::new("sat-bench-b")?,
         };
-        let (c, p, b) = (
-            topo.client.as_str(),
-            topo.proxy.as_str(),
-            topo.backend.as_str(),
-        );
+        let (c, p, b) = (&topo.client, &topo.proxy, &topo.backend);
         for ns in [c, p, b] {
-            ip(&["netns", "add", ns])?;
-            ip(&["-n", ns, "link", "set", "lo", "up"])?;
             // Many short connections: the whole port range, and TIME_WAIT reuse.
-            sysctl(ns, "net.ipv4.ip_local_port_range=1024 65535")?;
-            sysctl(ns, "net.ipv4.tcp_tw_reuse=1")?;
+            sysctl(ns.name(), "net.ipv4.ip_local_port_range=1024 65535")?;
+            sysctl(ns.name(), "net.ipv4.tcp_tw_reuse=1")?;
         }
-        ip(&[
-            "-n", c, "link", "add", "c0", "type", "veth", "peer", "name", "p0", "netns", p,
+        c.ip(&[
+            "link",
+            "add",
+            "c0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "p0",
+            "netns",
+            p.name(),
         ])?;
-        ip(&[
-            "-n", p, "link", "add", "p1", "type", "veth", "peer", "name", "b0", "netns", b,
+        p.ip(&[
+            "link",
+            "add",
+            "p1",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "b0",
+            "netns",
+            b.name(),
         ])?;
         for (ns, dev, addrs) in [
             (c, "c0", &["198.18.1.2/24"][..]),
@@ -626,55 +632,16 @@ impl Topology {
             (b, "b0", &["198.18.2.2/24"][..]),
         ] {
             for addr in addrs {
-                ip(&["-n", ns, "addr", "add", addr, "dev", dev])?;
+                ns.ip(&["addr", "add", addr, "dev", dev])?;
             }
-            ip(&["-n", ns, "link", "set", dev, "up"])?;
+            ns.ip(&["link", "set", dev, "up"])?;
         }
         // The "direct" row: the proxy namespace routes between the two sides.
-        sysctl(p, "net.ipv4.ip_forward=1")?;
-        ip(&[
-            "-n",
-            c,
-            "route",
-            "add",
-            "198.18.2.0/24",
-            "via",
-            "198.18.1.1",
-        ])?;
-        ip(&[
-            "-n",
-            b,
-            "route",
-            "add",
-            "198.18.1.0/24",
-            "via",
-            "198.18.2.1",
-        ])?;
+        sysctl(p.name(), "net.ipv4.ip_forward=1")?;
+        c.ip(&["route", "add", "198.18.2.0/24", "via", "198.18.1.1"])?;
+        b.ip(&["route", "add", "198.18.1.0/24", "via", "198.18.2.1"])?;
         Ok(topo)
     }
-}
-
-impl Drop for Topology {
-    fn drop(&mut self) {
-        for ns in [&self.client, &self.proxy, &self.backend] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .context("running ip")?;
-    if !out.status.success() {
-        bail!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
 }
 
 fn sysctl(ns: &str, setting: &str) -> Result<()> {
