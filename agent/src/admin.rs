@@ -11,11 +11,16 @@
 //! ("Grant IAM users and roles access to Kubernetes APIs").
 
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ObjectMeta, PostParams};
 use serde_json::{Value, json};
 use similar::TextDiff;
+
+use crate::config::{NodeConfig, node_name};
+use crate::error::{AgentError, ExitCode};
 
 /// The groups a node identity needs.
 pub const NODE_GROUPS: [&str; 2] = ["system:bootstrappers", "system:nodes"];
@@ -107,7 +112,7 @@ pub enum AdminError {
         username: String,
     },
     /// The API server refused or failed.
-    #[error("kube-system/aws-auth: {0}")]
+    #[error("kube-system/aws-auth")]
     Kube(#[from] kube::Error),
     /// Concurrent edits kept winning.
     #[error("kube-system/aws-auth changed concurrently {CONFLICT_ATTEMPTS} times in a row; retry")]
@@ -241,6 +246,125 @@ pub fn edit(
             key: mapping.data_key(),
             message: e.to_string(),
         })
+}
+
+impl From<&AdminError> for ExitCode {
+    /// `Kube` when the API server failed or kept conflicting, `Invalid` for a refused edit.
+    fn from(error: &AdminError) -> Self {
+        match error {
+            AdminError::Kube(_) | AdminError::Contended => ExitCode::Kube,
+            AdminError::Unparseable { .. } | AdminError::Conflict { .. } => ExitCode::Invalid,
+        }
+    }
+}
+
+/// Arguments of `satellite-agent admin authorize|revoke`.
+#[derive(Debug, clap::Args)]
+pub struct AdminArgs {
+    /// The node's IAM role ARN (or IAM user ARN, mapped under mapUsers) [default: the NodeConfig's roleArn]
+    #[arg(long)]
+    pub role_arn: Option<String>,
+    /// The node name (fargate-ip-…); or give the NodeConfig with -c and --node-ip
+    #[arg(long, conflicts_with = "node_ip")]
+    pub node_name: Option<String>,
+    /// The node IP; the name is derived with the NodeConfig's region
+    #[arg(long, requires = "config")]
+    pub node_ip: Option<Ipv4Addr>,
+    /// The NodeConfig file
+    #[arg(short, long)]
+    pub config: Option<PathBuf>,
+    /// kubeconfig with cluster-admin rights [default: KUBECONFIG or ~/.kube/config]
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Print the diff; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+impl AdminArgs {
+    /// The mapping these arguments name: the ARN from `--role-arn` or the NodeConfig, the
+    /// node name from `--node-name`, or derived from `--node-ip` / `spec.node.ip` and the
+    /// NodeConfig's region.
+    ///
+    /// Errors: [`AgentError::Config`] for an unusable NodeConfig, [`AgentError::Invalid`] when
+    /// an argument is missing or is not an IAM role/user ARN.
+    pub fn mapping(&self) -> Result<NodeMapping, AgentError> {
+        let invalid = |message: &str| AgentError::Invalid(message.to_owned());
+        let config = self.config.as_deref().map(NodeConfig::load).transpose()?;
+        let arn = match (&self.role_arn, &config) {
+            (Some(arn), _) => arn.clone(),
+            (None, Some(config)) => config.spec.identity.role_arn.to_string(),
+            (None, None) => {
+                return Err(invalid("give --role-arn, or -c with the node's NodeConfig"));
+            }
+        };
+        if !arn.starts_with("arn:") || !(arn.contains(":role/") || arn.contains(":user/")) {
+            return Err(AgentError::Invalid(format!(
+                "{arn:?} is not an IAM role or user ARN"
+            )));
+        }
+        let node_name = match (&self.node_name, self.node_ip, &config) {
+            (Some(name), _, _) => name.clone(),
+            (None, Some(ip), Some(config)) => node_name(ip, &config.spec.cluster.region),
+            (None, _, Some(config)) => match config.spec.node.ip {
+                Some(ip) => node_name(ip, &config.spec.cluster.region),
+                None => {
+                    return Err(invalid(
+                        "the NodeConfig does not fix the node IP: give --node-ip or --node-name",
+                    ));
+                }
+            },
+            (None, _, None) => return Err(invalid("give --node-name (or -c with --node-ip)")),
+        };
+        Ok(NodeMapping { arn, node_name })
+    }
+}
+
+/// A client for the cluster of `kubeconfig` (`None`: `KUBECONFIG` or `~/.kube/config`).
+///
+/// Errors: [`AgentError::Kubeconfig`] for an unreadable or unusable file,
+/// [`AgentError::KubeClient`] when no client can be built from it.
+pub async fn kube_client(kubeconfig: Option<&Path>) -> Result<kube::Client, AgentError> {
+    let unusable = |source: Box<dyn std::error::Error + Send + Sync>| AgentError::Kubeconfig {
+        path: kubeconfig.map(Path::to_owned),
+        source,
+    };
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path).map_err(|e| unusable(e.into()))?;
+            kube::Config::from_custom_kubeconfig(file, &Default::default()).await
+        }
+        None => kube::Config::from_kubeconfig(&Default::default()).await,
+    }
+    .map_err(|e| unusable(e.into()))?;
+    kube::Client::try_from(config).map_err(AgentError::KubeClient)
+}
+
+/// `satellite-agent admin authorize|revoke`: applies `action` with `args`, prints the diff on
+/// stdout and what happened on stderr.
+///
+/// Errors: see [`AdminArgs::mapping`], [`kube_client`] and [`apply`].
+pub async fn command(action: Action, args: &AdminArgs) -> Result<(), AgentError> {
+    let mapping = args.mapping()?;
+    let client = kube_client(args.kubeconfig.as_deref()).await?;
+    let outcome = apply(client, action, &mapping, args.dry_run).await?;
+    print!("{}", outcome.diff);
+    let verb = match action {
+        Action::Authorize => "authorized",
+        Action::Revoke => "revoked",
+    };
+    eprintln!(
+        "{} {} as system:node:{}: {}",
+        verb,
+        mapping.arn,
+        mapping.node_name,
+        match (outcome.changed, args.dry_run) {
+            (false, _) => "already so, nothing changed",
+            (true, true) => "dry run, nothing written",
+            (true, false) => "aws-auth updated",
+        }
+    );
+    Ok(())
 }
 
 #[cfg(test)]

@@ -277,7 +277,7 @@ impl fmt::Display for Problem {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("reading node config {path}: {source}")]
+    #[error("reading node config {path}")]
     Read {
         /// The file.
         path: PathBuf,

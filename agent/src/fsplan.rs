@@ -176,7 +176,7 @@ fn stage(target: &Path, file: &FileSpec) -> std::io::Result<tempfile::NamedTempF
 
 /// Writing a planned file failed.
 #[derive(Debug, thiserror::Error)]
-#[error("writing {path}: {source}")]
+#[error("writing {path}")]
 pub struct ApplyError {
     /// The file.
     pub path: PathBuf,

@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::Node;
 
 use crate::aws::{self, AwsError};
 use crate::config::{ConfigError, NodeConfig, node_name};
+use crate::error::ExitCode;
 use crate::fsplan::ApplyError;
 use crate::render::{self, KubeletVersion, Resolved};
 
@@ -39,6 +40,18 @@ pub struct JoinReport {
     pub diff: String,
     /// Files written (empty on a dry run or when nothing changed).
     pub changed: Vec<PathBuf>,
+}
+
+impl JoinReport {
+    /// One line for stderr: the node, and whether files were written or are pending.
+    pub fn summary(&self, dry_run: bool) -> String {
+        let what = match (dry_run, self.diff.is_empty()) {
+            (true, true) => "up to date".to_owned(),
+            (true, false) => "changes pending (dry run)".to_owned(),
+            (false, _) => format!("{} file(s) written", self.changed.len()),
+        };
+        format!("node {} ({}): {what}", self.node_name, self.node_ip)
+    }
 }
 
 /// Why a join failed; nothing was written unless the variant says so.
@@ -73,21 +86,21 @@ pub enum JoinError {
     #[error(transparent)]
     Apply(#[from] ApplyError),
     /// Reading the current files for the diff failed.
-    #[error("reading current files: {0}")]
+    #[error("reading current files")]
     Io(#[from] std::io::Error),
 }
 
-impl JoinError {
-    /// Exit code: `3` invalid config, `4` AWS, `5` API server, `1` otherwise.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            JoinError::Config(_) => 3,
-            JoinError::Aws(_) => 4,
-            JoinError::ApiServer { .. } => 5,
+impl From<&JoinError> for ExitCode {
+    /// `Invalid` config, `Aws`, `Kube` for the API server, `Other` otherwise.
+    fn from(error: &JoinError) -> Self {
+        match error {
+            JoinError::Config(_) => ExitCode::Invalid,
+            JoinError::Aws(_) => ExitCode::Aws,
+            JoinError::ApiServer { .. } => ExitCode::Kube,
             JoinError::Kubelet { .. }
             | JoinError::Render(_)
             | JoinError::Apply(_)
-            | JoinError::Io(_) => 1,
+            | JoinError::Io(_) => ExitCode::Other,
         }
     }
 }

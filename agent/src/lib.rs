@@ -3,8 +3,10 @@
 
 pub mod admin;
 pub mod aws;
+pub mod cli;
 pub mod config;
 pub mod datapath;
+pub mod error;
 pub mod fsplan;
 pub mod join;
 pub mod kube_client;

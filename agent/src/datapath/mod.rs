@@ -21,6 +21,7 @@
 //! All interface names resolve in the calling thread's network namespace; map access does not
 //! depend on it.
 
+pub mod cli;
 pub mod host;
 pub mod net;
 mod object;

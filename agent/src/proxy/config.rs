@@ -183,7 +183,7 @@ pub use crate::config::Problem;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("reading proxy config {path}: {source}")]
+    #[error("reading proxy config {path}")]
     Read {
         /// The file.
         path: PathBuf,

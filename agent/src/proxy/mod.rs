@@ -69,6 +69,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::error::ExitCode;
 pub use config::{ConfigError, Plan, ProxyArgs};
 use health::{Metrics, NodeMetrics};
 use splice::{Moved, Outcome, PipePool, PumpOptions, Side};
@@ -91,26 +92,29 @@ pub enum ProxyError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// A listening socket could not be set up; everything bound before it was closed again.
-    #[error("cannot listen on {addr} ({what}): {source}{}; nothing is left bound", bind_hint(.source, *.addr))]
+    ///
+    /// The OS error is part of the message (the hint after it depends on it), so it is not
+    /// also a `source()`.
+    #[error("cannot listen on {addr} ({what}): {error}{}; nothing is left bound", bind_hint(.error, *.addr))]
     Bind {
         /// The address.
         addr: SocketAddr,
         /// `--map …` / `spec.nodes[i]`, or `health`.
         what: String,
         /// The system's error.
-        source: io::Error,
+        error: io::Error,
     },
     /// Installing the signal handlers failed.
-    #[error("installing signal handlers: {0}")]
-    Signals(io::Error),
+    #[error("installing signal handlers")]
+    Signals(#[source] io::Error),
 }
 
-impl ProxyError {
-    /// Exit code: `3` invalid configuration, `1` otherwise.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            ProxyError::Config(_) => 3,
-            ProxyError::Bind { .. } | ProxyError::Signals(_) => 1,
+impl From<&ProxyError> for ExitCode {
+    /// `Invalid` configuration, `Other` otherwise.
+    fn from(error: &ProxyError) -> Self {
+        match error {
+            ProxyError::Config(_) => ExitCode::Invalid,
+            ProxyError::Bind { .. } | ProxyError::Signals(_) => ExitCode::Other,
         }
     }
 }
@@ -385,7 +389,7 @@ fn bind_error(addr: SocketAddr, what: &str, source: io::Error) -> ProxyError {
     ProxyError::Bind {
         addr,
         what: what.to_owned(),
-        source,
+        error: source,
     }
 }
 

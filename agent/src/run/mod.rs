@@ -15,6 +15,7 @@ use crate::aws::{self, AwsError};
 use crate::config::{ConfigError, NodeConfig};
 use crate::datapath::host::{self, HostError};
 use crate::datapath::watch;
+use crate::error::{ExitCode, Report};
 use crate::render::{AGENT_VERSION_LABEL, COMPUTE_TYPE_LABEL, Layout, under};
 use supervisor::KubeletCommand;
 
@@ -49,22 +50,21 @@ pub enum RunError {
     #[error(transparent)]
     Aws(#[from] AwsError),
     /// Installing the signal handlers failed.
-    #[error("installing signal handlers: {0}")]
-    Signals(std::io::Error),
+    #[error("installing signal handlers")]
+    Signals(#[source] std::io::Error),
     /// Installing the datapath (`spec.datapath`) failed.
-    #[error("the datapath: {0}")]
+    #[error("the datapath")]
     Datapath(#[from] HostError),
 }
 
-impl RunError {
-    /// Exit code: `3` invalid config, `4` AWS, the datapath's ([`HostError::exit_code`]), `1`
-    /// otherwise.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            RunError::Config(_) => 3,
-            RunError::Aws(_) => 4,
-            RunError::Datapath(e) => e.exit_code(),
-            RunError::NotJoined { .. } | RunError::Signals(_) => 1,
+impl From<&RunError> for ExitCode {
+    /// `Invalid` config, `Aws`, the datapath's, `Other` otherwise.
+    fn from(error: &RunError) -> Self {
+        match error {
+            RunError::Config(_) => ExitCode::Invalid,
+            RunError::Aws(_) => ExitCode::Aws,
+            RunError::Datapath(e) => e.into(),
+            RunError::NotJoined { .. } | RunError::Signals(_) => ExitCode::Other,
         }
     }
 }
@@ -126,7 +126,7 @@ pub async fn run(options: &RunOptions) -> Result<(), RunError> {
         let (state_dir, uplink, stop) = (spec.state_dir.clone(), record.uplink, stop_rx.clone());
         tokio::spawn(async move {
             if let Err(e) = watch::watch(state_dir, uplink, stop).await {
-                tracing::error!(error = %e, "datapath reconciliation stopped");
+                tracing::error!(error = %Report(&e), "datapath reconciliation stopped");
             }
         });
     }
