@@ -306,7 +306,7 @@ impl AdminArgs {
         let node_name = match (&self.node_name, self.node_ip, &config) {
             (Some(name), _, _) => name.clone(),
             (None, Some(ip), Some(config)) => node_name(ip, &config.spec.cluster.region),
-            (None, _, Some(config)) => match config.spec.node.ip {
+            (None, _, Some(config)) => match config.spec.node.ip() {
                 Some(ip) => node_name(ip, &config.spec.cluster.region),
                 None => {
                     return Err(invalid(

@@ -10,11 +10,11 @@ use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_runtime::env_config::file::{EnvConfigFileKind, EnvConfigFiles};
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 use aws_smithy_types::error::display::DisplayErrorContext;
-use base64::Engine as _;
-use satellite_credential_plugin::input::{ClusterId, Region, RoleArn, SessionName, parse_endpoint};
+use satellite_credential_plugin::input::SessionName;
 use satellite_credential_plugin::{AssumeRole, TokenConfig, TokenMinter};
 
-use crate::config::{CreateEni, NodeConfig};
+use crate::config::{CreateEni, NodeAddress, NodeConfig, cluster_dns};
+use crate::parse::text::{base64_pem, ipv4_net};
 
 /// Tag key on ENIs the agent creates: the host's machine id, so a re-run finds its ENI.
 pub const HOST_TAG: &str = "satellite.dev/host";
@@ -70,19 +70,18 @@ pub struct ClusterInfo {
     pub endpoint: String,
     /// CA bundle, PEM.
     pub ca_pem: String,
-    /// Service CIDR.
-    pub service_cidr: String,
+    /// Service CIDR (holds the DNS service address, `.10`).
+    pub service_cidr: ipnet::Ipv4Net,
 }
 
 /// The token minter for the node identity of `config`: base credentials from
 /// `spec.identity.credentialsFile` (only that file) or the standard chain, assuming
 /// `spec.identity.roleArn`, credentials cached in `spec.paths.credentialCacheDir` under `root`.
 ///
-/// Errors: invalid identity values (already rejected by validation).
+/// Errors: [`AwsError::Credentials`] when the minter cannot be built.
 pub async fn minter(config: &NodeConfig, root: &Path) -> Result<TokenMinter, AwsError> {
     let cluster = &config.spec.cluster;
     let identity = &config.spec.identity;
-    let region = Region::new(&cluster.region)?;
     let credentials_provider = match &identity.credentials_file {
         Some(file) => {
             let files = EnvConfigFiles::builder()
@@ -97,22 +96,17 @@ pub async fn minter(config: &NodeConfig, root: &Path) -> Result<TokenMinter, Aws
         None => None,
     };
     let minter = TokenMinter::new(TokenConfig {
-        cluster: ClusterId::new(&cluster.name)?,
-        region,
-        sts_endpoint: cluster
-            .aws_endpoints
-            .sts
-            .as_deref()
-            .map(parse_endpoint)
-            .transpose()?,
+        cluster: cluster.name.clone(),
+        region: cluster.region.clone(),
+        sts_endpoint: cluster.aws_endpoints.sts.as_ref().map(|e| e.url().clone()),
         profile: identity.profile.clone(),
         credentials_provider,
         assume_role: Some(AssumeRole {
-            role_arn: RoleArn::parse(&identity.role_arn)?,
-            session_name: match &identity.session_name {
-                Some(name) => SessionName::new(name)?,
-                None => SessionName::default_for_host(),
-            },
+            role_arn: identity.role_arn.clone(),
+            session_name: identity
+                .session_name
+                .clone()
+                .unwrap_or_else(SessionName::default_for_host),
             external_id: None,
             duration: Duration::from_secs(3600),
         }),
@@ -131,7 +125,9 @@ async fn sdk_config(
 ) -> Result<aws_config::SdkConfig, AwsError> {
     let credentials = minter.credentials().await?;
     Ok(aws_config::defaults(BehaviorVersion::latest())
-        .region(aws_config::Region::new(config.spec.cluster.region.clone()))
+        .region(aws_config::Region::new(
+            config.spec.cluster.region.as_str().to_owned(),
+        ))
         .credentials_provider(SharedCredentialsProvider::new(credentials))
         .load()
         .await)
@@ -146,26 +142,22 @@ pub async fn cluster_info(
     minter: &TokenMinter,
 ) -> Result<ClusterInfo, AwsError> {
     let cluster = &config.spec.cluster;
-    if let (Some(endpoint), Some(ca), Some(cidr)) = (
-        &cluster.api_server_endpoint,
-        &cluster.certificate_authority,
-        &cluster.cidr,
-    ) {
+    if let (Some(api_server), Some(cidr)) = (&cluster.api_server, cluster.cidr) {
         return Ok(ClusterInfo {
-            endpoint: endpoint.clone(),
-            ca_pem: decode_ca(&cluster.name, ca)?,
-            service_cidr: cidr.clone(),
+            endpoint: api_server.endpoint.to_string(),
+            ca_pem: api_server.ca_pem.clone(),
+            service_cidr: cidr,
         });
     }
     let sdk = sdk_config(config, minter).await?;
     let mut eks = aws_sdk_eks::config::Builder::from(&sdk);
     if let Some(url) = &cluster.aws_endpoints.eks {
-        eks = eks.endpoint_url(url);
+        eks = eks.endpoint_url(url.as_str());
     }
     let eks = aws_sdk_eks::Client::from_conf(eks.build());
     let described = eks
         .describe_cluster()
-        .name(&cluster.name)
+        .name(cluster.name.as_str())
         .send()
         .await
         .map_err(|e| {
@@ -173,8 +165,8 @@ pub async fn cluster_info(
                 .is_some_and(|s| s.is_resource_not_found_exception())
             {
                 AwsError::ClusterNotFound {
-                    name: cluster.name.clone(),
-                    region: cluster.region.clone(),
+                    name: cluster.name.as_str().to_owned(),
+                    region: cluster.region.to_string(),
                 }
             } else {
                 AwsError::Other {
@@ -184,54 +176,46 @@ pub async fn cluster_info(
             }
         })?;
     let incomplete = |what: &str| AwsError::ClusterIncomplete {
-        name: cluster.name.clone(),
+        name: cluster.name.as_str().to_owned(),
         what: what.to_owned(),
     };
     let info = described
         .cluster()
         .ok_or_else(|| incomplete("no cluster in the answer"))?;
-    let endpoint = match &cluster.api_server_endpoint {
-        Some(endpoint) => endpoint.clone(),
-        None => info
-            .endpoint()
-            .ok_or_else(|| incomplete("no endpoint (is the cluster still creating?)"))?
-            .to_owned(),
-    };
-    let ca_pem = match &cluster.certificate_authority {
-        Some(ca) => decode_ca(&cluster.name, ca)?,
-        None => decode_ca(
-            &cluster.name,
-            info.certificate_authority()
+    let (endpoint, ca_pem) = match &cluster.api_server {
+        Some(api_server) => (api_server.endpoint.to_string(), api_server.ca_pem.clone()),
+        None => {
+            let endpoint = info
+                .endpoint()
+                .ok_or_else(|| incomplete("no endpoint (is the cluster still creating?)"))?;
+            let data = info
+                .certificate_authority()
                 .and_then(|c| c.data())
-                .ok_or_else(|| incomplete("no certificateAuthority.data"))?,
-        )?,
+                .ok_or_else(|| incomplete("no certificateAuthority.data"))?;
+            let ca_pem = base64_pem(data).map_err(|_| {
+                incomplete("certificateAuthority is not base64 of a PEM certificate")
+            })?;
+            (endpoint.to_owned(), ca_pem)
+        }
     };
-    let service_cidr = match &cluster.cidr {
-        Some(cidr) => cidr.clone(),
-        None => info
-            .kubernetes_network_config()
-            .and_then(|n| n.service_ipv4_cidr())
-            .ok_or_else(|| {
-                incomplete("no kubernetesNetworkConfig.serviceIpv4Cidr (set spec.cluster.cidr)")
-            })?
-            .to_owned(),
+    let service_cidr = match cluster.cidr {
+        Some(cidr) => cidr,
+        None => {
+            let text = info
+                .kubernetes_network_config()
+                .and_then(|n| n.service_ipv4_cidr())
+                .ok_or_else(|| {
+                    incomplete("no kubernetesNetworkConfig.serviceIpv4Cidr (set spec.cluster.cidr)")
+                })?;
+            ipv4_net(text)
+                .and_then(|net| cluster_dns(net).map(|_| net))
+                .map_err(|e| incomplete(&format!("kubernetesNetworkConfig.serviceIpv4Cidr: {e}")))?
+        }
     };
     Ok(ClusterInfo {
         endpoint,
         ca_pem,
         service_cidr,
-    })
-}
-
-fn decode_ca(cluster: &str, data: &str) -> Result<String, AwsError> {
-    let pem = base64::engine::general_purpose::STANDARD
-        .decode(data.trim())
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .filter(|pem| pem.contains("-----BEGIN CERTIFICATE-----"));
-    pem.ok_or_else(|| AwsError::ClusterIncomplete {
-        name: cluster.to_owned(),
-        what: "certificateAuthority is not base64 of a PEM certificate".into(),
     })
 }
 
@@ -247,25 +231,17 @@ pub async fn node_ip(
     host_id: &str,
     dry_run: bool,
 ) -> Result<Ipv4Addr, AwsError> {
-    let node = &config.spec.node;
-    if let Some(ip) = node.ip {
-        return Ok(ip);
-    }
-    let sdk = sdk_config(config, minter).await?;
-    let mut ec2 = aws_sdk_ec2::config::Builder::from(&sdk);
-    if let Some(url) = &config.spec.cluster.aws_endpoints.ec2 {
-        ec2 = ec2.endpoint_url(url);
-    }
-    let ec2 = aws_sdk_ec2::Client::from_conf(ec2.build());
     let ec2_error = |operation: &'static str, e: &dyn std::error::Error| AwsError::Ec2 {
         operation,
         message: DisplayErrorContext(e).to_string(),
     };
-    let (interfaces, wanted) = match (&node.eni_id, &node.create_eni) {
-        (Some(id), _) => {
-            let out = ec2
+    let (interfaces, wanted) = match &config.spec.node {
+        NodeAddress::Ip(ip) => return Ok(*ip),
+        NodeAddress::Eni(id) => {
+            let out = ec2_client(config, minter)
+                .await?
                 .describe_network_interfaces()
-                .network_interface_ids(id)
+                .network_interface_ids(id.as_str())
                 .send()
                 .await
                 .map_err(|e| {
@@ -275,17 +251,18 @@ pub async fn node_ip(
                     }
                     err
                 })?;
-            (out.network_interfaces().to_vec(), id.clone())
+            (out.network_interfaces().to_vec(), id.to_string())
         }
-        (None, Some(create)) => {
+        NodeAddress::CreateEni(create) => {
+            let ec2 = ec2_client(config, minter).await?;
             let out = ec2
                 .describe_network_interfaces()
                 .filters(filter(&format!("tag:{HOST_TAG}"), host_id))
                 .filters(filter(
                     &format!("tag:{CLUSTER_TAG}"),
-                    &config.spec.cluster.name,
+                    config.spec.cluster.name.as_str(),
                 ))
-                .filters(filter("subnet-id", &create.subnet_id))
+                .filters(filter("subnet-id", create.subnet_id.as_str()))
                 .send()
                 .await
                 .map_err(|e| ec2_error("DescribeNetworkInterfaces", &e))?;
@@ -301,17 +278,12 @@ pub async fn node_ip(
                         ),
                     });
                 }
-                let created = create_eni(&ec2, create, host_id, &config.spec.cluster.name).await?;
+                let created =
+                    create_eni(&ec2, create, host_id, config.spec.cluster.name.as_str()).await?;
                 (vec![created], String::new())
             } else {
                 (existing, String::new())
             }
-        }
-        (None, None) => {
-            return Err(AwsError::Other {
-                operation: "node IP",
-                message: "spec.node sets none of ip, eniId, createEni".into(),
-            });
         }
     };
     let interface = interfaces.first().ok_or_else(|| AwsError::Ec2 {
@@ -327,6 +299,19 @@ pub async fn node_ip(
         })
 }
 
+/// An EC2 client signed by the node identity, at `spec.cluster.awsEndpoints.ec2` if set.
+async fn ec2_client(
+    config: &NodeConfig,
+    minter: &TokenMinter,
+) -> Result<aws_sdk_ec2::Client, AwsError> {
+    let sdk = sdk_config(config, minter).await?;
+    let mut ec2 = aws_sdk_ec2::config::Builder::from(&sdk);
+    if let Some(url) = &config.spec.cluster.aws_endpoints.ec2 {
+        ec2 = ec2.endpoint_url(url.as_str());
+    }
+    Ok(aws_sdk_ec2::Client::from_conf(ec2.build()))
+}
+
 async fn create_eni(
     ec2: &aws_sdk_ec2::Client,
     create: &CreateEni,
@@ -340,8 +325,14 @@ async fn create_eni(
         .build();
     let out = ec2
         .create_network_interface()
-        .subnet_id(&create.subnet_id)
-        .set_groups(Some(create.security_group_ids.clone()))
+        .subnet_id(create.subnet_id.as_str())
+        .set_groups(Some(
+            create
+                .security_group_ids
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+        ))
         .description(format!("satellite node of {cluster} (host {host_id})"))
         .tag_specifications(tags)
         .send()

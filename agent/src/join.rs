@@ -122,7 +122,7 @@ pub async fn join(options: &JoinOptions) -> Result<JoinReport, JoinError> {
     let resolved = Resolved {
         api_server: cluster.endpoint.clone(),
         ca_pem: cluster.ca_pem.clone(),
-        service_cidr: cluster.service_cidr.clone(),
+        service_cidr: cluster.service_cidr,
         node_ip,
         node_name: node_name.clone(),
         kubelet_version,
@@ -181,12 +181,7 @@ async fn check_api_server(
 }
 
 async fn kubelet_version(config: &NodeConfig) -> Result<KubeletVersion, JoinError> {
-    let path = config
-        .spec
-        .kubelet
-        .binary
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/kubelet"));
+    let path = config.spec.kubelet.binary.clone();
     let out = tokio::process::Command::new(&path)
         .arg("--version")
         .output()

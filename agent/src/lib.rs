@@ -10,6 +10,7 @@ pub mod error;
 pub mod fsplan;
 pub mod join;
 pub mod kube_client;
+pub mod parse;
 pub mod proxy;
 pub mod render;
 pub mod run;

@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use crate::config::NodeConfig;
+use crate::config::{NodeConfig, cluster_dns};
 use crate::fsplan::{FileSpec, Plan};
+use crate::parse::kube::Taint;
 
 /// Label the agent puts on its Node: these nodes present as Fargate-style compute.
 pub const COMPUTE_TYPE_LABEL: (&str, &str) = ("eks.amazonaws.com/compute-type", "fargate");
@@ -90,7 +91,7 @@ pub struct Resolved {
     /// Cluster CA, PEM.
     pub ca_pem: String,
     /// The service CIDR (for clusterDNS).
-    pub service_cidr: String,
+    pub service_cidr: ipnet::Ipv4Net,
     /// The node's VPC IP.
     pub node_ip: Ipv4Addr,
     /// The node name derived from it.
@@ -174,7 +175,7 @@ pub fn kubelet_configuration(
     resolved: &Resolved,
     layout: &Layout,
 ) -> Result<Value, String> {
-    let dns = cluster_dns(&resolved.service_cidr)?;
+    let dns = cluster_dns(resolved.service_cidr)?;
     let mut kc = json!({
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
@@ -192,7 +193,7 @@ pub fn kubelet_configuration(
         "cgroupDriver": "systemd",
     });
     if resolved.kubelet_version.has_runtime_endpoint_field() {
-        kc["containerRuntimeEndpoint"] = json!(config.spec.container_runtime.endpoint);
+        kc["containerRuntimeEndpoint"] = json!(config.spec.container_runtime_endpoint);
     }
     for (key, value) in &config.spec.kubelet.config {
         kc[key] = value.clone();
@@ -229,19 +230,14 @@ pub fn kubelet_flags(
         ),
     ];
     if !kubelet.taints.is_empty() {
-        for taint in &kubelet.taints {
-            taint_parts(taint)?;
-        }
-        flags.push(format!(
-            "--register-with-taints={}",
-            kubelet.taints.join(",")
-        ));
+        let taints: Vec<&str> = kubelet.taints.iter().map(Taint::as_str).collect();
+        flags.push(format!("--register-with-taints={}", taints.join(",")));
     }
     if !resolved.kubelet_version.has_runtime_endpoint_field() {
         flags.push("--container-runtime=remote".into());
         flags.push(format!(
             "--container-runtime-endpoint={}",
-            config.spec.container_runtime.endpoint
+            config.spec.container_runtime_endpoint
         ));
     }
     flags.extend(kubelet.flags.iter().cloned());
@@ -255,21 +251,21 @@ pub fn kubeconfig(config: &NodeConfig, resolved: &Resolved, layout: &Layout) -> 
     let identity = &config.spec.identity;
     let mut args = vec![
         "--region".to_owned(),
-        cluster.region.clone(),
+        cluster.region.to_string(),
         "eks".into(),
         "get-token".into(),
         "--cluster-name".into(),
-        cluster.name.clone(),
+        cluster.name.as_str().to_owned(),
         "--role-arn".into(),
-        identity.role_arn.clone(),
+        identity.role_arn.to_string(),
         "--cache-dir".into(),
         config.spec.paths.credential_cache_dir.display().to_string(),
     ];
     if let Some(name) = &identity.session_name {
-        args.extend(["--session-name".into(), name.clone()]);
+        args.extend(["--session-name".into(), name.as_str().to_owned()]);
     }
     if let Some(sts) = &cluster.aws_endpoints.sts {
-        args.extend(["--sts-endpoint".into(), sts.clone()]);
+        args.extend(["--sts-endpoint".into(), sts.to_string()]);
     }
     if let Some(profile) = &identity.profile {
         args.extend(["--profile".into(), profile.clone()]);
@@ -292,12 +288,12 @@ pub fn kubeconfig(config: &NodeConfig, resolved: &Resolved, layout: &Layout) -> 
     json!({
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": cluster.name, "cluster": {
+        "clusters": [{"name": cluster.name.as_str(), "cluster": {
             "server": resolved.api_server,
             "certificate-authority": layout.ca,
         }}],
         "users": [{"name": "kubelet", "user": {"exec": exec}}],
-        "contexts": [{"name": "kubelet", "context": {"cluster": cluster.name, "user": "kubelet"}}],
+        "contexts": [{"name": "kubelet", "context": {"cluster": cluster.name.as_str(), "user": "kubelet"}}],
         "current-context": "kubelet",
     })
 }
@@ -317,8 +313,7 @@ pub fn sysctl_conf() -> String {
 /// `cniVersion` stays 1.0.0 (with `cniVersions` offering 1.1.0): libcni 1.1 — containerd 1.6,
 /// cnitool — cannot read 1.1.0 results.
 pub fn cni_conflist(config: &NodeConfig) -> Result<String, String> {
-    let pod_cidr = &config.spec.pod_cidr;
-    parse_cidr(pod_cidr)?;
+    let pod_cidr = config.spec.pod_cidr.to_string();
     let paths = &config.spec.paths;
     let conflist = json!({
         "cniVersion": "1.0.0",
@@ -361,99 +356,6 @@ pub fn agent_unit(resolved: &Resolved) -> String {
         resolved.agent_binary.display(),
         resolved.node_config_path.display()
     )
-}
-
-/// `clusterDNS` for a service CIDR: its network address + 10 (`10.100.0.0/16` → `10.100.0.10`).
-///
-/// Errors: the CIDR is malformed or smaller than /28.
-pub fn cluster_dns(cidr: &str) -> Result<Ipv4Addr, String> {
-    let (network, len) = parse_cidr(cidr)?;
-    if len > 28 {
-        return Err(format!(
-            "{cidr} is too small to hold the DNS service address (.10)"
-        ));
-    }
-    Ok(Ipv4Addr::from(u32::from(network) + 10))
-}
-
-fn parse_cidr(cidr: &str) -> Result<(Ipv4Addr, u8), String> {
-    let bad = || format!("{cidr:?} is not an IPv4 CIDR such as 10.100.0.0/16");
-    let (ip, len) = cidr.split_once('/').ok_or_else(bad)?;
-    let ip: Ipv4Addr = ip.parse().map_err(|_| bad())?;
-    let len: u8 = len.parse().map_err(|_| bad())?;
-    if len > 32 {
-        return Err(bad());
-    }
-    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-    if u32::from(ip) & !mask != 0 {
-        return Err(format!(
-            "{cidr} has host bits set; use {}/{len}",
-            Ipv4Addr::from(u32::from(ip) & mask)
-        ));
-    }
-    Ok((ip, len))
-}
-
-/// Checks a label against Kubernetes' syntax: key `[prefix/]name` (prefix a DNS subdomain
-/// ≤ 253, name ≤ 63 alphanumerics with `-_.` inside), value ≤ 63 of the same (or empty).
-pub fn label(key: &str, value: &str) -> Result<(), String> {
-    let (prefix, name) = match key.rsplit_once('/') {
-        Some((prefix, name)) => (Some(prefix), name),
-        None => (None, key),
-    };
-    if let Some(prefix) = prefix {
-        let ok = !prefix.is_empty()
-            && prefix.len() <= 253
-            && prefix.split('.').all(|part| {
-                !part.is_empty()
-                    && part
-                        .bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                    && !part.starts_with('-')
-                    && !part.ends_with('-')
-            });
-        if !ok {
-            return Err(format!("label prefix {prefix:?} is not a DNS subdomain"));
-        }
-    }
-    if name.is_empty() || !label_value_ok(name) {
-        return Err(format!(
-            "label name {name:?} must be 1-63 alphanumerics with -_. inside"
-        ));
-    }
-    if !value.is_empty() && !label_value_ok(value) {
-        return Err(format!(
-            "label value {value:?} must be 0-63 alphanumerics with -_. inside"
-        ));
-    }
-    Ok(())
-}
-
-fn label_value_ok(s: &str) -> bool {
-    s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
-}
-
-/// Checks a taint `key[=value]:Effect` (Effect: NoSchedule, PreferNoSchedule, NoExecute).
-pub fn taint(taint: &str) -> Result<(), String> {
-    taint_parts(taint).map(drop)
-}
-
-fn taint_parts(taint: &str) -> Result<(&str, &str, &str), String> {
-    let (kv, effect) = taint
-        .rsplit_once(':')
-        .ok_or_else(|| format!("taint {taint:?} must be key[=value]:Effect"))?;
-    if !matches!(effect, "NoSchedule" | "PreferNoSchedule" | "NoExecute") {
-        return Err(format!(
-            "taint effect {effect:?} must be NoSchedule, PreferNoSchedule or NoExecute"
-        ));
-    }
-    let (key, value) = kv.split_once('=').unwrap_or((kv, ""));
-    label(key, value).map_err(|e| format!("taint {taint:?}: {e}"))?;
-    Ok((key, value, effect))
 }
 
 fn yaml(value: &Value) -> Result<String, String> {

@@ -97,7 +97,7 @@ impl DatapathUpArgs {
         let (mut spec, config_ip) = match &self.config {
             Some(path) => {
                 let config = NodeConfig::load(path)?;
-                let ip = config.spec.node.ip;
+                let ip = config.spec.node.ip();
                 (config.spec.datapath.unwrap_or_default(), ip)
             }
             None => (DatapathSpec::default(), None),

@@ -15,20 +15,19 @@
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
-use std::ops::RangeInclusive;
 use std::path::PathBuf;
 
 use satellite_agent_common as common;
 use serde::{Deserialize, Serialize};
 
-use super::{AttachMode, Config, Protocol};
+use super::{AttachMode, Config};
+use crate::parse::addr::unicast_v4;
+use crate::parse::ifname::IfName;
 
 /// kubelet's port: the default protected port.
 pub const KUBELET_PORT: u16 = 10250;
 /// Kubernetes' default NodePort range (`--service-node-port-range`).
 pub const DEFAULT_NODEPORTS: &str = "30000-32767";
-/// Longest Linux interface name (`IFNAMSIZ` − 1).
-const IFNAME_MAX: usize = 15;
 
 /// The host datapath's settings (see the module doc for the YAML form). Every field has a
 /// default except `peers`.
@@ -76,14 +75,7 @@ impl Default for DatapathSpec {
     }
 }
 
-/// The protected ports of a [`DatapathSpec`], parsed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AllowPorts {
-    /// Single (protocol, port) pairs.
-    pub ports: BTreeSet<(Protocol, u16)>,
-    /// The NodePort range (TCP and UDP), if any.
-    pub nodeports: Option<RangeInclusive<u16>>,
-}
+pub use crate::parse::ports::AllowPorts;
 
 /// One invalid field: its camelCase name within `spec.datapath` (e.g. `peers[1]`) and what is
 /// wrong.
@@ -109,7 +101,7 @@ impl DatapathSpec {
         }
         let mut seen = BTreeSet::new();
         for (i, peer) in self.peers.iter().enumerate() {
-            if let Err(message) = unicast("a peer", *peer) {
+            if let Err(message) = unicast_v4("a peer", *peer) {
                 bad(format!("peers[{i}]"), message);
             } else if Some(*peer) == node_ip {
                 bad(
@@ -121,20 +113,20 @@ impl DatapathSpec {
             }
         }
         if let Some(node_ip) = node_ip
-            && let Err(message) = unicast("the node IP", node_ip)
+            && let Err(message) = unicast_v4("the node IP", node_ip)
         {
             bad("nodeIp".into(), message);
         }
         if let Some(uplink) = &self.uplink
-            && let Err(message) = ifname(uplink)
+            && let Err(message) = IfName::new(uplink)
         {
             bad("uplink".into(), message);
         }
-        if let Err(message) = ifname(&self.address_device) {
+        if let Err(message) = IfName::new(&self.address_device) {
             bad("addressDevice".into(), message);
         }
         if let Some(host) = self.host_address {
-            if let Err(message) = unicast("the host address", host) {
+            if let Err(message) = unicast_v4("the host address", host) {
                 bad("hostAddress".into(), message);
             } else if Some(host) == node_ip {
                 bad(
@@ -163,49 +155,7 @@ impl DatapathSpec {
     ///
     /// A message naming the bad entry and the accepted forms.
     pub fn allow_ports(&self) -> Result<AllowPorts, String> {
-        let mut parsed = AllowPorts::default();
-        for entry in &self.allow_ports {
-            let entry = entry.trim();
-            if let Some((first, last)) = entry.split_once('-') {
-                let range = port(first)
-                    .and_then(|first| Ok(first..=port(last)?))
-                    .map_err(|e| format!("{entry:?}: {e}"))?;
-                if range.is_empty() {
-                    return Err(format!(
-                        "{entry:?}: the range is empty (FIRST must be ≤ LAST)"
-                    ));
-                }
-                if parsed.nodeports.replace(range).is_some() {
-                    return Err(
-                        "only one port range (the NodePort range) is supported; list other \
-                         ports one by one"
-                            .into(),
-                    );
-                }
-                continue;
-            }
-            let (number, protocol) = match entry.split_once('/') {
-                Some((number, "tcp")) => (number, Protocol::Tcp),
-                Some((number, "udp")) => (number, Protocol::Udp),
-                Some((_, other)) => {
-                    return Err(format!(
-                        "{entry:?}: protocol {other:?} is not tcp or udp (write PORT/tcp or \
-                         PORT/udp)"
-                    ));
-                }
-                None => (entry, Protocol::Tcp),
-            };
-            let number = port(number).map_err(|e| format!("{entry:?}: {e}"))?;
-            parsed.ports.insert((protocol, number));
-        }
-        if parsed.ports.len() > common::MAX_PORTS as usize {
-            return Err(format!(
-                "at most {} single ports, not {}",
-                common::MAX_PORTS,
-                parsed.ports.len()
-            ));
-        }
-        Ok(parsed)
+        AllowPorts::parse(&self.allow_ports)
     }
 
     /// The tc programs' configuration for node IP `node_ip` and host address `host_address`.
@@ -225,42 +175,10 @@ impl DatapathSpec {
     }
 }
 
-fn port(text: &str) -> Result<u16, String> {
-    match text.trim().parse::<u16>() {
-        Ok(0) | Err(_) => Err(format!("{text:?} is not a port number 1-65535")),
-        Ok(port) => Ok(port),
-    }
-}
-
-fn unicast(what: &str, ip: Ipv4Addr) -> Result<(), String> {
-    if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() || ip.is_broadcast() {
-        Err(format!(
-            "{ip} cannot be {what}: it must be a unicast, non-loopback address"
-        ))
-    } else {
-        Ok(())
-    }
-}
-
-fn ifname(name: &str) -> Result<(), String> {
-    if name.is_empty()
-        || name.len() > IFNAME_MAX
-        || name.contains(['/', ' ', ':'])
-        || name == "."
-        || name == ".."
-    {
-        Err(format!(
-            "{name:?} is not an interface name (1 to {IFNAME_MAX} characters, no '/', ':' or \
-             space)"
-        ))
-    } else {
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::datapath::Protocol;
 
     const N: Ipv4Addr = Ipv4Addr::new(198, 18, 10, 50);
 

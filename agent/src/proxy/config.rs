@@ -31,6 +31,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::parse::addr::unicast as address;
+use crate::parse::ports::port_list;
+
 /// The only `apiVersion` the proxy reads.
 pub const API_VERSION: &str = "satellite.dev/v1alpha1";
 /// The only `kind` the proxy reads.
@@ -620,62 +623,6 @@ fn split_map(raw: &str) -> Result<NodeSpec, String> {
         ports: Ports(vec![ports.to_owned()]),
         max_connections: None,
     })
-}
-
-/// A unicast address (not unspecified, multicast or broadcast).
-fn address(raw: &str, example: &str) -> Result<IpAddr, String> {
-    let ip: IpAddr = raw
-        .trim()
-        .parse()
-        .map_err(|_| format!("{raw:?} is not an IP address; write e.g. {example}"))?;
-    let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
-    if ip.is_unspecified() || ip.is_multicast() || broadcast {
-        return Err(format!(
-            "{ip} is not a unicast address; write one address, e.g. {example}"
-        ));
-    }
-    Ok(ip)
-}
-
-/// Parses port items (`443`, `30000-30010`, or several separated by commas) into a sorted list
-/// without repeats; a port given twice, port 0, a reversed range or an empty list is an error.
-pub fn port_list(items: &[String]) -> Result<Vec<u16>, String> {
-    let example = "write e.g. 10250,443,80,8080 or 30000-32767";
-    let mut ports = Vec::new();
-    let parse = |s: &str| -> Result<u16, String> {
-        match s.trim().parse::<u16>() {
-            Ok(0) => Err(format!("port 0 is not a port; {example}")),
-            Ok(p) => Ok(p),
-            Err(_) => Err(format!("{s:?} is not a port (1-65535); {example}")),
-        }
-    };
-    for item in items.iter().flat_map(|i| i.split(',')) {
-        let item = item.trim();
-        if item.is_empty() {
-            continue;
-        }
-        match item.split_once('-') {
-            Some((first, last)) => {
-                let (first, last) = (parse(first)?, parse(last)?);
-                if first > last {
-                    return Err(format!("range {item} is reversed; write {last}-{first}"));
-                }
-                ports.extend(first..=last);
-            }
-            None => ports.push(parse(item)?),
-        }
-    }
-    if ports.is_empty() {
-        return Err(format!("no ports; {example}"));
-    }
-    ports.sort_unstable();
-    if let Some(w) = ports.windows(2).find(|w| w[0] == w[1]) {
-        return Err(format!(
-            "port {} is listed twice; list each port once",
-            w[0]
-        ));
-    }
-    Ok(ports)
 }
 
 #[cfg(test)]

@@ -91,12 +91,7 @@ pub async fn run(options: &RunOptions) -> Result<(), RunError> {
     })?;
     let minter = aws::minter(&config, root).await?;
     let command = KubeletCommand {
-        binary: config
-            .spec
-            .kubelet
-            .binary
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("/usr/bin/kubelet")),
+        binary: config.spec.kubelet.binary.clone(),
         args,
     };
     let mut wanted = config.spec.kubelet.labels.clone();

@@ -1,0 +1,583 @@
+//! `NodeConfig`: the one declarative file that describes a satellite node.
+//!
+//! Modeled on nodeadm's `node.eks.aws/v1alpha1` NodeConfig (`spec.cluster`, `spec.kubelet`),
+//! extended with what a host outside AWS needs (`spec.identity`, `spec.node`, `spec.paths`).
+//! The file is read into [`raw`] types (shape only; unknown fields are refused), then parsed
+//! into [`NodeConfig`], whose fields can only hold valid values; every problem is reported at
+//! once with its field path, before anything on the host is touched.
+//!
+//! ```yaml
+//! apiVersion: satellite.dev/v1alpha1
+//! kind: NodeConfig
+//! spec:
+//!   cluster:
+//!     name: gpu-prod
+//!     region: us-west-2
+//!     apiServerEndpoint: https://ABC.gr7.us-west-2.eks.amazonaws.com   # optional, with CA
+//!     certificateAuthority: LS0tLS1CRUdJTi...                           # base64 PEM, optional
+//!     cidr: 172.20.0.0/16                                                # service CIDR, optional
+//!   identity:
+//!     roleArn: arn:aws:iam::123456789012:role/satellite-node
+//!     credentialsFile: /etc/satellite/aws-credentials   # AWS shared credentials file, 0600
+//!     profile: default
+//!   node:
+//!     eniId: eni-0123456789abcdef0          # or `ip:`, or `createEni: {subnetId, securityGroupIds}`
+//!   kubelet:
+//!     labels: {nvidia.com/gpu.product: NVIDIA-A10G}
+//!     taints: ["nvidia.com/gpu=present:NoSchedule"]
+//!     config: {maxPods: 110}                 # merged over the rendered KubeletConfiguration
+//!     flags: ["--v=2"]
+//!   datapath:                                # optional: tc NAT with the proxy (see datapath::spec)
+//!     peers: [203.0.113.7]
+//! ```
+
+pub mod raw;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+use satellite_credential_plugin::input::{ClusterId, Region, RoleArn, SessionName};
+
+use crate::datapath::spec::DatapathSpec;
+use crate::parse::aws::{EniId, SecurityGroupId, SubnetId};
+use crate::parse::kube::{Taint, label};
+use crate::parse::text::{Endpoint, HttpsUrl, absolute, base64_pem, ipv4_net};
+pub use raw::Paths;
+
+/// The only `apiVersion` this agent reads.
+pub const API_VERSION: &str = "satellite.dev/v1alpha1";
+/// The only `kind` this agent reads.
+pub const KIND: &str = "NodeConfig";
+/// kubelet's binary when `spec.kubelet.binary` is not set.
+pub const DEFAULT_KUBELET: &str = "/usr/bin/kubelet";
+
+/// A valid node configuration (parsed from [`raw::NodeConfig`] by [`NodeConfig::try_from`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeConfig {
+    /// The node's specification.
+    pub spec: NodeSpec,
+}
+
+/// `spec` of a [`NodeConfig`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeSpec {
+    /// The EKS cluster to join.
+    pub cluster: ClusterSpec,
+    /// The AWS identity the node authenticates as.
+    pub identity: IdentitySpec,
+    /// How the node's VPC address is obtained.
+    pub node: NodeAddress,
+    /// kubelet settings.
+    pub kubelet: KubeletSpec,
+    /// The CRI endpoint, `unix:///…`.
+    pub container_runtime_endpoint: String,
+    /// Node-local range for pod addresses (default `10.88.0.0/16`).
+    pub pod_cidr: Ipv4Net,
+    /// Where files are written on the host (all absolute).
+    pub paths: Paths,
+    /// The host datapath `run` installs and keeps; `None`: the host's network is left alone.
+    pub datapath: Option<DatapathSpec>,
+}
+
+/// `spec.cluster`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterSpec {
+    /// The EKS cluster name (signed into every token as `x-k8s-aws-id`).
+    pub name: ClusterId,
+    /// The cluster's region.
+    pub region: Region,
+    /// The API server and its CA; `None`: from `eks:DescribeCluster`.
+    pub api_server: Option<ApiServer>,
+    /// The service CIDR (its `.10` is `clusterDNS`); `None`: from DescribeCluster.
+    pub cidr: Option<Ipv4Net>,
+    /// AWS endpoint overrides; `None`: the regional default.
+    pub aws_endpoints: AwsEndpoints,
+}
+
+/// `spec.cluster.apiServerEndpoint` with `certificateAuthority`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiServer {
+    /// The API server URL.
+    pub endpoint: HttpsUrl,
+    /// The cluster CA bundle, PEM (decoded from the file's base64).
+    pub ca_pem: String,
+}
+
+/// `spec.cluster.awsEndpoints`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AwsEndpoints {
+    /// STS (tokens are presigned for it, and AssumeRole goes there).
+    pub sts: Option<Endpoint>,
+    /// EKS (DescribeCluster).
+    pub eks: Option<Endpoint>,
+    /// EC2 (network interfaces).
+    pub ec2: Option<Endpoint>,
+}
+
+/// `spec.identity`: secrets are referenced, never inlined.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdentitySpec {
+    /// The role mapped in aws-auth to `system:node:<node name>`, in the region's partition.
+    pub role_arn: RoleArn,
+    /// `RoleSessionName`; `None`: `satellite-<hostname>`.
+    pub session_name: Option<SessionName>,
+    /// An AWS shared credentials file (absolute) with the base credentials; `None`: the
+    /// standard chain.
+    pub credentials_file: Option<PathBuf>,
+    /// The profile in that file (or in the standard config); `None`: `default`.
+    pub profile: Option<String>,
+}
+
+/// `spec.node`: the one way the node's VPC IP is obtained.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeAddress {
+    /// `ip`: the VPC IP itself.
+    Ip(Ipv4Addr),
+    /// `eniId`: an existing ENI whose primary private IP is the node IP.
+    Eni(EniId),
+    /// `createEni`: an ENI this host creates once (found again by tag).
+    CreateEni(CreateEni),
+}
+
+impl NodeAddress {
+    /// The node IP when the config fixes it (`spec.node.ip`).
+    pub fn ip(&self) -> Option<Ipv4Addr> {
+        match self {
+            NodeAddress::Ip(ip) => Some(*ip),
+            NodeAddress::Eni(_) | NodeAddress::CreateEni(_) => None,
+        }
+    }
+}
+
+/// `spec.node.createEni`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateEni {
+    /// A private subnet of the cluster's VPC.
+    pub subnet_id: SubnetId,
+    /// Security groups for the ENI (at least one).
+    pub security_group_ids: Vec<SecurityGroupId>,
+}
+
+/// `spec.kubelet`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KubeletSpec {
+    /// The kubelet binary (absolute; default [`DEFAULT_KUBELET`]).
+    pub binary: PathBuf,
+    /// Fields merged over the rendered KubeletConfiguration (top-level keys replace).
+    pub config: BTreeMap<String, serde_json::Value>,
+    /// Extra `--flag[=value]`s, appended after the rendered ones.
+    pub flags: Vec<String>,
+    /// Node labels (valid keys and values) besides the agent's.
+    pub labels: BTreeMap<String, String>,
+    /// Taints registered with the node.
+    pub taints: Vec<Taint>,
+}
+
+/// A problem in a configuration (NodeConfig, ProxyConfig, `spec.datapath`, or the flags that
+/// stand for them): the field path or flag, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted path of the field, e.g. `spec.identity.roleArn`, or the flag.
+    pub field: String,
+    /// What is wrong and what a valid value looks like.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Collects [`Problem`]s while parsing: each check either yields its value or records the
+/// problem under its field path.
+#[derive(Debug, Default)]
+pub struct Problems(Vec<Problem>);
+
+impl Problems {
+    /// The value of `result`, or `None` with its error recorded under `field`.
+    pub fn check<T>(&mut self, field: impl Into<String>, result: Result<T, String>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(message) => {
+                self.add(field, message);
+                None
+            }
+        }
+    }
+
+    /// Records a problem.
+    pub fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    /// Every problem, in the order found.
+    pub fn into_vec(self) -> Vec<Problem> {
+        self.0
+    }
+}
+
+/// Why a NodeConfig could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading node config {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid YAML for a NodeConfig (unknown field, wrong type, …).
+    #[error("node config {path} is malformed: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// The file parsed but some values are invalid; every problem is listed.
+    #[error("node config {path} is invalid:\n{}", problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Each invalid field.
+        problems: Vec<Problem>,
+    },
+}
+
+impl NodeConfig {
+    /// Reads and parses `path`.
+    ///
+    /// Errors: [`ConfigError::Read`], [`ConfigError::Parse`], [`ConfigError::Invalid`].
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        NodeConfig::from_yaml(&text, path)
+    }
+
+    /// Parses YAML `text` (read from `path`, which only names it in errors).
+    ///
+    /// Errors: [`ConfigError::Parse`] for the wrong shape, [`ConfigError::Invalid`] with
+    /// every invalid value.
+    pub fn from_yaml(text: &str, path: &Path) -> Result<NodeConfig, ConfigError> {
+        let raw = raw::NodeConfig::parse(text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })?;
+        NodeConfig::try_from(raw).map_err(|problems| ConfigError::Invalid {
+            path: path.to_owned(),
+            problems,
+        })
+    }
+}
+
+impl TryFrom<raw::NodeConfig> for NodeConfig {
+    type Error = Vec<Problem>;
+
+    /// Parses every field; the error lists every problem with its field path.
+    fn try_from(raw: raw::NodeConfig) -> Result<Self, Vec<Problem>> {
+        let mut p = Problems::default();
+        p.check("apiVersion", expect_eq(&raw.api_version, API_VERSION));
+        p.check("kind", expect_eq(&raw.kind, KIND));
+        let spec = raw.spec;
+        let cluster = cluster(&mut p, spec.cluster);
+        let identity = identity(&mut p, spec.identity, cluster.as_ref().map(|c| &c.region));
+        let node = node(&mut p, spec.node);
+        let pod_cidr = p.check("spec.podCidr", cidr_with_dns(&spec.pod_cidr));
+        let kubelet = kubelet(&mut p, spec.kubelet);
+        let endpoint = spec.container_runtime.endpoint;
+        if !endpoint.starts_with("unix:///") {
+            p.add(
+                "spec.containerRuntime.endpoint",
+                "must be a unix:///path socket URL",
+            );
+        }
+        if let Some(datapath) = &spec.datapath {
+            let node_ip = node.as_ref().and_then(NodeAddress::ip);
+            for problem in datapath.validate(node_ip) {
+                p.add(format!("spec.datapath.{}", problem.field), problem.message);
+            }
+        }
+        paths(&mut p, &spec.paths);
+        match (cluster, identity, node, pod_cidr, kubelet) {
+            (Some(cluster), Some(identity), Some(node), Some(pod_cidr), Some(kubelet))
+                if p.0.is_empty() =>
+            {
+                Ok(NodeConfig {
+                    spec: NodeSpec {
+                        cluster,
+                        identity,
+                        node,
+                        kubelet,
+                        container_runtime_endpoint: endpoint,
+                        pod_cidr,
+                        paths: spec.paths,
+                        datapath: spec.datapath,
+                    },
+                })
+            }
+            _ => Err(p.into_vec()),
+        }
+    }
+}
+
+fn cluster(p: &mut Problems, raw: raw::ClusterSpec) -> Option<ClusterSpec> {
+    let name = p.check(
+        "spec.cluster.name",
+        ClusterId::new(&raw.name).map_err(|e| e.to_string()),
+    );
+    let region = p.check(
+        "spec.cluster.region",
+        Region::new(&raw.region).map_err(|e| e.to_string()),
+    );
+    let api_server = match (raw.api_server_endpoint, raw.certificate_authority) {
+        (Some(endpoint), Some(ca)) => {
+            let endpoint = p.check("spec.cluster.apiServerEndpoint", HttpsUrl::new(&endpoint));
+            let ca_pem = p.check("spec.cluster.certificateAuthority", base64_pem(&ca));
+            Some(
+                endpoint
+                    .zip(ca_pem)
+                    .map(|(endpoint, ca_pem)| ApiServer { endpoint, ca_pem }),
+            )
+        }
+        (None, None) => Some(None),
+        (Some(_), None) | (None, Some(_)) => {
+            p.add(
+                "spec.cluster",
+                "set both apiServerEndpoint and certificateAuthority, or neither (then \
+                 eks:DescribeCluster provides them)",
+            );
+            None
+        }
+    };
+    let cidr = match &raw.cidr {
+        Some(cidr) => p.check("spec.cluster.cidr", cidr_with_dns(cidr)).map(Some),
+        None => Some(None),
+    };
+    let mut endpoint = |field: &str, url: Option<String>| match url {
+        Some(url) => p.check(field, Endpoint::new(&url)).map(Some),
+        None => Some(None),
+    };
+    let sts = endpoint("spec.cluster.awsEndpoints.sts", raw.aws_endpoints.sts);
+    let eks = endpoint("spec.cluster.awsEndpoints.eks", raw.aws_endpoints.eks);
+    let ec2 = endpoint("spec.cluster.awsEndpoints.ec2", raw.aws_endpoints.ec2);
+    Some(ClusterSpec {
+        name: name?,
+        region: region?,
+        api_server: api_server?,
+        cidr: cidr?,
+        aws_endpoints: AwsEndpoints {
+            sts: sts?,
+            eks: eks?,
+            ec2: ec2?,
+        },
+    })
+}
+
+fn identity(
+    p: &mut Problems,
+    raw: raw::IdentitySpec,
+    region: Option<&Region>,
+) -> Option<IdentitySpec> {
+    let role_arn = p.check(
+        "spec.identity.roleArn",
+        RoleArn::parse(&raw.role_arn)
+            .map_err(|e| e.to_string())
+            .and_then(|arn| match region {
+                Some(region) if arn.partition() != region.partition() => Err(format!(
+                    "partition {} does not match region {}",
+                    arn.partition().as_str(),
+                    region
+                )),
+                _ => Ok(arn),
+            }),
+    );
+    let session_name = match &raw.session_name {
+        Some(name) => p
+            .check(
+                "spec.identity.sessionName",
+                SessionName::new(name).map_err(|e| e.to_string()),
+            )
+            .map(Some),
+        None => Some(None),
+    };
+    let credentials_file = match &raw.credentials_file {
+        Some(file) => p
+            .check("spec.identity.credentialsFile", absolute(file))
+            .map(Some),
+        None => Some(None),
+    };
+    Some(IdentitySpec {
+        role_arn: role_arn?,
+        session_name: session_name?,
+        credentials_file: credentials_file?,
+        profile: raw.profile,
+    })
+}
+
+fn node(p: &mut Problems, raw: raw::NodeAddressSpec) -> Option<NodeAddress> {
+    match (raw.ip, raw.eni_id, raw.create_eni) {
+        (Some(ip), None, None) => p.check("spec.node.ip", node_ip(ip)).map(NodeAddress::Ip),
+        (None, Some(id), None) => p
+            .check("spec.node.eniId", EniId::new(&id))
+            .map(NodeAddress::Eni),
+        (None, None, Some(create)) => {
+            let subnet_id = p.check(
+                "spec.node.createEni.subnetId",
+                SubnetId::new(&create.subnet_id),
+            );
+            if create.security_group_ids.is_empty() {
+                p.add(
+                    "spec.node.createEni.securityGroupIds",
+                    "list at least one security group (the cluster's secondary group)",
+                );
+            }
+            let groups: Vec<Option<SecurityGroupId>> = create
+                .security_group_ids
+                .iter()
+                .enumerate()
+                .map(|(i, sg)| {
+                    p.check(
+                        format!("spec.node.createEni.securityGroupIds[{i}]"),
+                        SecurityGroupId::new(sg),
+                    )
+                })
+                .collect();
+            let security_group_ids: Option<Vec<SecurityGroupId>> = groups.into_iter().collect();
+            Some(NodeAddress::CreateEni(CreateEni {
+                subnet_id: subnet_id?,
+                security_group_ids: security_group_ids.filter(|g| !g.is_empty())?,
+            }))
+        }
+        (ip, eni_id, create_eni) => {
+            p.add("spec.node", "set exactly one of ip, eniId, createEni");
+            // Still report what is wrong inside each of them.
+            if let Some(ip) = ip {
+                p.check("spec.node.ip", node_ip(ip));
+            }
+            if let Some(id) = eni_id {
+                p.check("spec.node.eniId", EniId::new(&id));
+            }
+            if let Some(create) = create_eni {
+                node(
+                    p,
+                    raw::NodeAddressSpec {
+                        create_eni: Some(create),
+                        ..raw::NodeAddressSpec::default()
+                    },
+                );
+            }
+            None
+        }
+    }
+}
+
+fn kubelet(p: &mut Problems, raw: raw::KubeletSpec) -> Option<KubeletSpec> {
+    let binary = match &raw.binary {
+        Some(binary) => p.check("spec.kubelet.binary", absolute(binary)),
+        None => Some(PathBuf::from(DEFAULT_KUBELET)),
+    };
+    let mut labels_ok = true;
+    for (key, value) in &raw.labels {
+        labels_ok &= p
+            .check(format!("spec.kubelet.labels[{key}]"), label(key, value))
+            .is_some();
+    }
+    let taints: Vec<Option<Taint>> = raw
+        .taints
+        .iter()
+        .enumerate()
+        .map(|(i, taint)| p.check(format!("spec.kubelet.taints[{i}]"), Taint::new(taint)))
+        .collect();
+    let mut flags_ok = true;
+    for (i, flag) in raw.flags.iter().enumerate() {
+        if !flag.starts_with("--") {
+            flags_ok = false;
+            p.add(
+                format!("spec.kubelet.flags[{i}]"),
+                format!("{flag:?} is not a --flag[=value]"),
+            );
+        }
+    }
+    let taints: Option<Vec<Taint>> = taints.into_iter().collect();
+    (labels_ok && flags_ok).then_some(())?;
+    Some(KubeletSpec {
+        binary: binary?,
+        config: raw.config,
+        flags: raw.flags,
+        labels: raw.labels,
+        taints: taints?,
+    })
+}
+
+fn paths(p: &mut Problems, paths: &Paths) {
+    for (field, path) in [
+        ("kubeletDir", &paths.kubelet_dir),
+        ("pkiDir", &paths.pki_dir),
+        ("kubeletConfigDir", &paths.kubelet_config_dir),
+        ("cniConfigDir", &paths.cni_config_dir),
+        ("cniBinDir", &paths.cni_bin_dir),
+        ("cniStateDir", &paths.cni_state_dir),
+        ("cniLogFile", &paths.cni_log_file),
+        ("sysctlDir", &paths.sysctl_dir),
+        ("systemdDir", &paths.systemd_dir),
+        ("credentialPlugin", &paths.credential_plugin),
+        ("credentialCacheDir", &paths.credential_cache_dir),
+    ] {
+        p.check(format!("spec.paths.{field}"), absolute(path));
+    }
+}
+
+/// The Fargate-style node name for VPC IP `ip` in `region`:
+/// `fargate-ip-<a>-<b>-<c>-<d>.<region>.compute.internal` (also on us-east-1).
+pub fn node_name(ip: Ipv4Addr, region: &Region) -> String {
+    let [a, b, c, d] = ip.octets();
+    format!("fargate-ip-{a}-{b}-{c}-{d}.{region}.compute.internal")
+}
+
+/// `clusterDNS` for a service CIDR: its network address + 10 (`10.100.0.0/16` →
+/// `10.100.0.10`).
+///
+/// Errors: the CIDR is smaller than /28.
+pub fn cluster_dns(cidr: Ipv4Net) -> Result<Ipv4Addr, String> {
+    if cidr.prefix_len() > 28 {
+        return Err(format!(
+            "{cidr} is too small to hold the DNS service address (.10)"
+        ));
+    }
+    Ok(Ipv4Addr::from(u32::from(cidr.network()) + 10))
+}
+
+/// A CIDR that can hold the DNS service address (`.10`): the rule for the service and pod
+/// CIDRs.
+fn cidr_with_dns(text: &str) -> Result<Ipv4Net, String> {
+    let net = ipv4_net(text)?;
+    cluster_dns(net).map(|_| net)
+}
+
+fn expect_eq(got: &str, want: &str) -> Result<(), String> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(format!("is {got:?}, must be {want:?}"))
+    }
+}
+
+fn node_ip(ip: Ipv4Addr) -> Result<Ipv4Addr, String> {
+    if ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() {
+        Err(format!(
+            "{ip} cannot be a node IP (kubelet rejects loopback and special addresses)"
+        ))
+    } else {
+        Ok(ip)
+    }
+}
