@@ -72,7 +72,7 @@ static SAT_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_CO
 /// packet when there is none (TCX_NEXT / cls_bpf "unspec"). Leaves room for other programs.
 const NEXT: i32 = TC_ACT_UNSPEC;
 /// Verdict for dropped packets.
-const DROP: i32 = TC_ACT_SHOT as i32;
+const DROP: i32 = TC_ACT_SHOT;
 
 const ETH_HLEN: usize = EthHdr::LEN;
 const IP_OFF: usize = ETH_HLEN;
@@ -186,7 +186,7 @@ fn parse_ip(ctx: &TcContext, off: usize) -> Option<Ip> {
     Some(Ip {
         src: u32::from_ne_bytes(ip.src_addr),
         dst: u32::from_ne_bytes(ip.dst_addr),
-        proto: ip.proto as u8,
+        proto: ip.proto,
         l4: off + ihl,
         first_fragment: u16::from_be_bytes(ip.frags) & IP_FRAG_OFFSET_MASK == 0,
     })
@@ -225,7 +225,8 @@ fn quoted(ctx: &TcContext, l4: usize) -> Option<Quoted> {
 /// first fragment, the TCP/UDP checksum (its pseudo-header covers both addresses; ICMP has none).
 #[inline(always)]
 fn rewrite_outer(ctx: &TcContext, ip: &Ip, field: Field, from: u32, to: u32) -> Result<(), Fault> {
-    ctx.store(IP_OFF + field.offset(), &to, 0).map_err(|_| Fault)?;
+    ctx.store(IP_OFF + field.offset(), &to, 0)
+        .map_err(|_| Fault)?;
     ctx.l3_csum_replace(IP_OFF + IP_CHECK, u64::from(from), u64::from(to), 4)
         .map_err(|_| Fault)?;
     if !ip.first_fragment {
@@ -257,7 +258,8 @@ fn rewrite_quoted(
     to: u32,
 ) -> Result<(), Fault> {
     let icmp_check = icmp + ICMP_CHECK;
-    ctx.store(q.ip + field.offset(), &to, 0).map_err(|_| Fault)?;
+    ctx.store(q.ip + field.offset(), &to, 0)
+        .map_err(|_| Fault)?;
     ctx.l4_csum_replace(icmp_check, u64::from(from), u64::from(to), 4)
         .map_err(|_| Fault)?;
     fix_quoted_check(ctx, icmp_check, q.ip + IP_CHECK, from, to, false)?;

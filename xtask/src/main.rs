@@ -8,6 +8,8 @@
 //!   second run is a no-op.
 //! - `build-ebpf`: build the tc eBPF object with Debian's toolchain (installed by `setup`) and
 //!   print its path.
+//! - `lint-ebpf`: `cargo fmt --check` and `cargo clippy -- -D warnings` for the eBPF crate
+//!   (outside the workspace; clippy with the toolchain that builds it).
 //! - `vm-test`: the datapath tests under Debian's 6.1 kernel in qemu (TCG).
 //! - `test`: `setup` and `sandbox install`, then doc tests, `cargo nextest run --workspace` and
 //!   `vm-test` (the README's test command).
@@ -53,6 +55,9 @@ enum Task {
     Setup,
     /// Install the eBPF toolchain if needed, build the tc eBPF object, print its path
     BuildEbpf,
+    /// Install the eBPF toolchain if needed, then `cargo fmt --check` and `cargo clippy -- -D
+    /// warnings` for the eBPF crate (not in the workspace) with the toolchain that builds it
+    LintEbpf,
     /// Run the datapath tests under Debian's 6.1 kernel in qemu (TCG; netlink attach path)
     VmTest,
     /// Set up, then run the whole test suite: doc tests, every other test under
@@ -92,6 +97,10 @@ fn run(cli: Cli) -> Result<()> {
             ebpf::setup()?;
             println!("{}", ebpf::build()?.display());
             Ok(())
+        }
+        Task::LintEbpf => {
+            ebpf::setup()?;
+            ebpf::lint()
         }
         Task::Demo => {
             setup::all()?;

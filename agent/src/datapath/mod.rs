@@ -28,6 +28,8 @@ mod object;
 pub mod spec;
 pub mod watch;
 
+pub use object::bytes as object_bytes;
+
 use std::collections::BTreeSet;
 use std::io;
 use std::net::Ipv4Addr;
