@@ -247,8 +247,8 @@ fn check_golden_case(case: &Case) {
 // - `spec.kubelet.config` replaces top-level keys: overriding e.g. `authentication` drops the
 //   rendered `x509.clientCAFile` (see `kubelet_config_override_replaces_whole_top_level_keys`).
 // - `--register-with-taints` is still a flag on every version (deprecated in favour of the
-//   KubeletConfiguration field `registerWithTaints`, which exists since 1.23); it still works
-//   on 1.34, so the goldens keep it.
+//   KubeletConfiguration field `registerWithTaints`, which exists since 1.23,
+//   kubernetes/kubernetes#105437); it still works, so the goldens keep it.
 #[test]
 fn golden_minimal() {
     check_golden_case(&CASES[0]);
