@@ -19,6 +19,8 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use satellite_agent::config::{NodeConfig, node_name};
+use satellite_agent::parse::kube::{Taint, label};
+use satellite_agent::parse::text::ipv4_net;
 use satellite_agent::render::{self, KubeletVersion, Resolved};
 use serde_json::Value;
 
@@ -117,23 +119,24 @@ const CASES: &[Case] = &[
 
 /// Parses and validates `yaml`; panics (naming `what`) unless it is a usable NodeConfig.
 fn config(what: &str, yaml: &str) -> NodeConfig {
-    let config = NodeConfig::parse(yaml).unwrap_or_else(|e| panic!("{what}: parse: {e}"));
-    let problems = config.validate();
-    assert!(problems.is_empty(), "{what}: invalid: {problems:?}");
-    config
+    NodeConfig::from_yaml(yaml, Path::new(what)).unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 
 /// What `join` resolves (cluster, node IP, kubelet version), fixed. The node IP is the
 /// config's `spec.node.ip` when it has one, else the one an ENI would have given.
 fn resolved(config: &NodeConfig, version: &str, service_cidr: &str) -> Resolved {
-    let node_ip = config.spec.node.ip.unwrap_or(Ipv4Addr::new(10, 0, 17, 23));
+    let node_ip = config
+        .spec
+        .node
+        .ip()
+        .unwrap_or(Ipv4Addr::new(10, 0, 17, 23));
     Resolved {
         api_server: format!(
             "https://0123456789ABCDEF0123456789ABCDEF.gr7.{}.eks.amazonaws.com",
             config.spec.cluster.region
         ),
         ca_pem: CA_PEM.into(),
-        service_cidr: service_cidr.into(),
+        service_cidr: ipv4_net(service_cidr).expect("a test service CIDR"),
         node_ip,
         node_name: node_name(node_ip, &config.spec.cluster.region),
         kubelet_version: KubeletVersion::parse(&format!("Kubernetes v{version}.4"))
@@ -498,10 +501,15 @@ fn kubelet_config_override_replaces_whole_top_level_keys() {
 #[test]
 fn an_unusable_service_cidr_fails_the_render_not_the_host() {
     let config = config("minimal", MINIMAL);
-    for cidr in ["172.20.0.0/29", "fd00::/108", "172.20.0.1/16", ""] {
+    // A CIDR too small for the DNS address parses, but cannot be rendered.
+    for cidr in ["172.20.0.0/29", "172.20.0.8/30"] {
         let resolved = resolved(&config, "1.31", cidr);
         let err = render::plan(&config, &resolved).expect_err(cidr);
         assert!(err.contains(cidr), "service CIDR {cidr:?}: {err}");
+    }
+    // What is not an IPv4 network cannot even reach the renderer.
+    for cidr in ["fd00::/108", "172.20.0.1/16", ""] {
+        assert!(ipv4_net(cidr).is_err(), "{cidr:?} parsed");
     }
 }
 
@@ -576,6 +584,11 @@ fn kubelet_version_parsing() {
 // ---------------------------------------------------------------------------------------------
 // clusterDNS, labels, taints.
 
+/// clusterDNS of a CIDR as written: parsed, then its `.10`.
+fn cluster_dns(cidr: &str) -> Result<Ipv4Addr, String> {
+    ipv4_net(cidr).and_then(satellite_agent::config::cluster_dns)
+}
+
 #[test]
 fn cluster_dns_is_the_service_cidrs_dot_10() {
     let ok = [
@@ -586,7 +599,7 @@ fn cluster_dns_is_the_service_cidrs_dot_10() {
         ("198.19.0.16/28", Ipv4Addr::new(198, 19, 0, 26)),
     ];
     for (cidr, want) in ok {
-        assert_eq!(render::cluster_dns(cidr), Ok(want), "cluster_dns({cidr:?})");
+        assert_eq!(cluster_dns(cidr), Ok(want), "cluster_dns({cidr:?})");
     }
     // (cidr, substring of the error)
     let bad = [
@@ -608,7 +621,7 @@ fn cluster_dns_is_the_service_cidrs_dot_10() {
         ("", "not an IPv4 CIDR"),
     ];
     for (cidr, needle) in bad {
-        match render::cluster_dns(cidr) {
+        match cluster_dns(cidr) {
             Ok(ip) => panic!("cluster_dns({cidr:?}) = {ip}, want an error with {needle:?}"),
             Err(e) => assert!(
                 e.contains(needle),
@@ -662,7 +675,7 @@ fn label_syntax() {
     .collect();
     for (key, value) in &valid {
         assert_eq!(
-            render::label(key, value),
+            label(key, value),
             Ok(()),
             "label {key:?}={value:?} is valid Kubernetes syntax"
         );
@@ -711,7 +724,7 @@ fn label_syntax() {
     ])
     .collect();
     for (key, value, needle) in &invalid {
-        match render::label(key, value) {
+        match label(key, value) {
             Ok(()) => panic!("label {key:?}={value:?} accepted; Kubernetes rejects it"),
             Err(e) => assert!(
                 e.contains(needle),
@@ -731,7 +744,11 @@ fn taint_syntax() {
         "example.com/Key_1=v.2:NoExecute",
     ];
     for taint in valid {
-        assert_eq!(render::taint(taint), Ok(()), "taint {taint:?} is valid");
+        assert_eq!(
+            Taint::new(taint).map(|_| ()),
+            Ok(()),
+            "taint {taint:?} is valid"
+        );
     }
     // (taint, substring of the error)
     let long_value = format!("k={}:NoSchedule", "v".repeat(64));
@@ -755,7 +772,7 @@ fn taint_syntax() {
         ("Example.com/k=v:NoSchedule", "label prefix"),
     ];
     for (taint, needle) in invalid {
-        match render::taint(taint) {
+        match Taint::new(taint).map(|_| ()) {
             Ok(()) => panic!("taint {taint:?} accepted; kubelet rejects it"),
             Err(e) => assert!(
                 e.contains(needle),
