@@ -6,7 +6,6 @@
 //! reports no change.
 
 use std::fs;
-use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
@@ -144,9 +143,9 @@ impl Plan {
         }
         let mut changed = Vec::new();
         for (tmp, target) in staged {
-            tmp.persist(&target).map_err(|e| ApplyError {
+            tmp.commit().map_err(|source| ApplyError {
                 path: target.clone(),
-                source: e.error,
+                source,
             })?;
             changed.push(target);
         }
@@ -154,7 +153,7 @@ impl Plan {
     }
 }
 
-fn stage(target: &Path, file: &FileSpec) -> std::io::Result<tempfile::NamedTempFile> {
+fn stage(target: &Path, file: &FileSpec) -> std::io::Result<satellite_fsutil::Staged> {
     let dir = target
         .parent()
         .ok_or_else(|| std::io::Error::other("path has no parent directory"))?;
@@ -162,16 +161,7 @@ fn stage(target: &Path, file: &FileSpec) -> std::io::Result<tempfile::NamedTempF
         .recursive(true)
         .mode(0o755)
         .create(dir)?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".satellite-")
-        .permissions(fs::Permissions::from_mode(file.mode))
-        .tempfile_in(dir)?;
-    tmp.write_all(file.contents.as_bytes())?;
-    // The umask may have cleared bits the builder asked for.
-    tmp.as_file()
-        .set_permissions(fs::Permissions::from_mode(file.mode))?;
-    tmp.as_file().sync_all()?;
-    Ok(tmp)
+    satellite_fsutil::stage(target, file.contents.as_bytes(), file.mode)
 }
 
 /// Writing a planned file failed.

@@ -17,11 +17,10 @@
 //! drops the lock when its holder dies, so a crash never leaves the lock held.
 
 use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write as _};
+use std::fs::{self, File};
+use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd as _;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -208,23 +207,15 @@ impl Store {
             .create(&self.dir)
             .map_err(|e| Error::io(format!("creating {}", self.dir.display()), e))?;
         let path = self.dir.join("lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
         let deadline = Instant::now() + LOCK_TIMEOUT;
         let mut pause = Duration::from_micros(200);
-        loop {
-            // SAFETY: flock on a descriptor we own; no memory is passed.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-                break;
-            }
-            let err = io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
-                return Err(Error::io(format!("locking {}", path.display()), err));
+        // Bounded polling rather than a blocking flock: a plugin must answer TryAgain (CNI
+        // error 11) instead of hanging kubelet when another invocation is stuck.
+        let file = loop {
+            if let Some(file) = satellite_fsutil::try_lock(&path)
+                .map_err(|e| Error::io(format!("locking {}", path.display()), e))?
+            {
+                break file;
             }
             if Instant::now() >= deadline {
                 return Err(Error::TryAgain(format!(
@@ -235,7 +226,7 @@ impl Store {
             }
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(5));
-        }
+        };
         let state = self.read()?;
         Ok(Locked {
             store: self,
@@ -250,20 +241,10 @@ impl Locked<'_> {
     /// boots.
     pub fn commit(&self) -> Result<()> {
         let path = self.store.state_path();
-        let tmp = self.store.dir.join(".boot.json.tmp");
-        let write = || -> io::Result<()> {
-            let mut f = OpenOptions::new()
-                .create(true)
-                .truncate(true)
-                .write(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            let mut bytes = serde_json::to_vec_pretty(&self.state).map_err(io::Error::other)?;
-            bytes.push(b'\n');
-            f.write_all(&bytes)?;
-            fs::rename(&tmp, &path)
-        };
-        write().map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+        let mut bytes = serde_json::to_vec_pretty(&self.state).expect("the state is plain data");
+        bytes.push(b'\n');
+        satellite_fsutil::write_atomic(&path, &bytes, 0o600)
+            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
         self.remove_earlier_boots();
         Ok(())
     }

@@ -10,7 +10,7 @@
 //! broken cache never fails a token request.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read as _, Write as _};
+use std::io::Read as _;
 use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -148,15 +148,7 @@ impl CredentialCache {
     pub fn lock(&self, key: &CacheKey) -> Result<CacheLock, Error> {
         self.create_dir()?;
         let path = self.dir.join(format!("{}.lock", key.0));
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(|e| cache_error(&path, e))?;
-        file.lock().map_err(|e| cache_error(&path, e))?;
+        let file = satellite_fsutil::lock(&path).map_err(|e| cache_error(&path, e))?;
         Ok(CacheLock { _file: file })
     }
 
@@ -184,15 +176,7 @@ impl CredentialCache {
         };
         let json = serde_json::to_vec(&entry).expect("cache entry always serializes");
         self.create_dir()?;
-        // tempfile creates the file with mode 0600 and O_EXCL.
-        let mut tmp =
-            tempfile::NamedTempFile::new_in(&self.dir).map_err(|e| cache_error(&self.dir, e))?;
-        tmp.write_all(&json)
-            .and_then(|()| tmp.as_file().sync_all())
-            .map_err(|e| cache_error(tmp.path(), e))?;
-        tmp.persist(&path)
-            .map_err(|e| cache_error(&path, e.error))?;
-        Ok(())
+        satellite_fsutil::write_atomic(&path, &json, 0o600).map_err(|e| cache_error(&path, e))
     }
 
     fn create_dir(&self) -> Result<(), Error> {
