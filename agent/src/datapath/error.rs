@@ -87,25 +87,119 @@ pub enum Error {
     },
 }
 
-/// Every error [`Datapath::teardown`](super::Datapath::teardown) met; it attempts every step
-/// regardless.
-#[derive(Debug, thiserror::Error)]
-pub struct TeardownError {
-    /// The errors, in the order they occurred.
-    pub errors: Vec<Error>,
+/// Every failure of a teardown, in the order they occurred: the one aggregate both
+/// teardowns return — [`Datapath::teardown`](super::Datapath::teardown) and
+/// [`remove`](super::remove) (`E` = [`Error`]), and `datapath down`
+/// ([`HostError::Teardown`](super::host::HostError::Teardown), `E` =
+/// [`TeardownFailure`](super::host::TeardownFailure)). A teardown attempts every step whatever
+/// failed before (as netavark's does), so one failure never hides another.
+///
+/// `{}` writes one line, `<what>: <n> step(s) failed; <failure>; …`, and `{:#}` one failure
+/// per line, `<what>: <n> step(s) failed:\n<failure>\n…`; each failure with its sources
+/// ([`chain`]). The failures are in the message, so the aggregate has no
+/// [`source`](std::error::Error::source).
+#[derive(Debug)]
+pub struct TeardownError<E = Error> {
+    /// What was torn down: the head of the message.
+    pub what: &'static str,
+    /// The failures, in the order they occurred.
+    pub errors: Vec<E>,
 }
 
-impl std::fmt::Display for TeardownError {
+impl<E> TeardownError<E> {
+    /// No failure yet in the teardown of `what`.
+    #[must_use]
+    pub const fn new(what: &'static str) -> Self {
+        Self {
+            what,
+            errors: Vec::new(),
+        }
+    }
+
+    /// Records the failure of a step.
+    pub fn push(&mut self, error: impl Into<E>) {
+        self.errors.push(error.into());
+    }
+
+    /// `Ok(value)` when no step failed, else `Err(self)`.
+    ///
+    /// # Errors
+    ///
+    /// `self`, when it holds a failure.
+    pub fn into_result<T>(self, value: T) -> Result<T, Self> {
+        if self.errors.is_empty() {
+            Ok(value)
+        } else {
+            Err(self)
+        }
+    }
+}
+
+impl<E: std::error::Error> std::fmt::Display for TeardownError<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "datapath teardown: {} step(s) failed", self.errors.len())?;
+        write!(f, "{}: {} step(s) failed", self.what, self.errors.len())?;
+        let separator = if f.alternate() {
+            f.write_str(":")?;
+            "\n"
+        } else {
+            "; "
+        };
         for error in &self.errors {
-            write!(f, "; {error}")?;
-            let mut source = std::error::Error::source(error);
-            while let Some(cause) = source {
-                write!(f, ": {cause}")?;
-                source = cause.source();
-            }
+            write!(f, "{separator}{}", chain(error))?;
         }
         Ok(())
+    }
+}
+
+impl<E: std::error::Error> std::error::Error for TeardownError<E> {}
+
+/// `error`'s message followed by those of its sources, `: `-separated: how a failure is
+/// written where the reader sees only a message (e.g. `main`, which prints `to_string()`).
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn teardown_error_lists_every_failure_with_its_sources() {
+        let failure = |what| Error::Io {
+            what,
+            path: "/p".into(),
+            source: io::Error::from_raw_os_error(libc::EBUSY),
+        };
+        let busy = io::Error::from_raw_os_error(libc::EBUSY);
+        let mut errors: TeardownError = TeardownError::new("datapath teardown");
+        errors.push(failure("unpinning"));
+        errors.push(failure("removing"));
+        assert_eq!(
+            errors.to_string(),
+            format!(
+                "datapath teardown: 2 step(s) failed; unpinning /p failed: {busy}; removing /p \
+                 failed: {busy}"
+            )
+        );
+        assert_eq!(
+            format!("{errors:#}"),
+            format!(
+                "datapath teardown: 2 step(s) failed:\nunpinning /p failed: {busy}\nremoving /p \
+                 failed: {busy}"
+            )
+        );
+        assert!(std::error::Error::source(&errors).is_none());
+        assert!(matches!(errors.into_result(()), Err(e) if e.errors.len() == 2));
+        assert!(matches!(
+            TeardownError::<Error>::new("x").into_result(7),
+            Ok(7)
+        ));
     }
 }

@@ -73,7 +73,7 @@ pub fn pinned_program_ids(pin_dir: &Path) -> Option<(u32, u32)> {
 /// Detaches what `install` attaches to `interface` and removes our pins under `pin_dir` (only
 /// our names), then `pin_dir` itself if empty.
 pub(super) fn remove_pinned(interface: &str, pin_dir: &Path) -> Result<(), TeardownError> {
-    let mut errors = Vec::new();
+    let mut errors: TeardownError = TeardownError::new("datapath teardown");
     // Ingress first: never translate inbound without translating the replies.
     for (link_pin, attach_type, prog) in [
         (LINK_INGRESS, TcAttachType::Ingress, common::PROG_INGRESS),
@@ -115,11 +115,7 @@ pub(super) fn remove_pinned(interface: &str, pin_dir: &Path) -> Result<(), Teard
             source,
         }),
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(TeardownError { errors })
-    }
+    errors.into_result(())
 }
 
 /// Checks that `dir` (which must exist) is on a BPF file system.

@@ -33,7 +33,7 @@ use std::net::Ipv4Addr;
 use super::net::Route;
 
 pub use apply::{reconcile, up};
-pub use error::HostError;
+pub use error::{HostError, TeardownFailure};
 pub use plan::plan;
 pub use record::{PeerRoute, Record, StateLock, lock, read_record, record_path};
 pub use status::{ProgramStatus, RouteStatus, Status, status};

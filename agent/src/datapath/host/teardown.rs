@@ -6,11 +6,11 @@
 use std::io;
 use std::path::Path;
 
-use super::error::netlink;
+use super::error::{TeardownFailure, netlink};
 use super::record::{Record, lock, read_record, remove_record};
 use super::{HostError, ROUTE_PROTOCOL, host_route};
-use crate::datapath;
 use crate::datapath::net::Netlink;
+use crate::datapath::{self, TeardownError};
 use serde::Serialize;
 
 /// What [`down`] removed.
@@ -45,14 +45,16 @@ pub async fn down(state_dir: &Path, uplink: Option<&str>) -> Result<Removed, Hos
     })
 }
 
-/// Removes the programs, the owned routes and the owned address of `record`.
+/// Removes the programs, the owned routes and the owned address of `record`, attempting every
+/// step; [`HostError::Teardown`] lists every one that failed.
 pub(super) async fn teardown(net: &Netlink, record: &Record) -> Result<Vec<String>, HostError> {
     let mut removed = Vec::new();
-    let mut errors = Vec::new();
+    let mut errors: TeardownError<TeardownFailure> = TeardownError::new("removing the datapath");
+    let failed = |what: String, error| TeardownFailure::Netlink { what, error };
     if record.pin_dir.exists() {
         match datapath::remove(&record.uplink, &record.pin_dir) {
             Ok(()) => removed.push(format!("tc programs on {}", record.uplink)),
-            Err(e) => errors.push(e.to_string()),
+            Err(e) => errors.push(e),
         }
     }
     // The bpffs directory `up` created, when nothing else is pinned there.
@@ -63,9 +65,9 @@ pub(super) async fn teardown(net: &Netlink, record: &Record) -> Result<Vec<Strin
         match remove_unused_clsact(net, &record.uplink).await {
             Ok(true) => removed.push(format!("clsact qdisc on {}", record.uplink)),
             Ok(false) => {}
-            Err(e) => errors.push(format!(
-                "removing the clsact qdisc of {}: {e}",
-                record.uplink
+            Err(e) => errors.push(failed(
+                format!("removing the clsact qdisc of {}", record.uplink),
+                e,
             )),
         }
     }
@@ -81,11 +83,11 @@ pub(super) async fn teardown(net: &Netlink, record: &Record) -> Result<Vec<Strin
                 match net.delete_route(route).await {
                     Ok(()) => removed.push(format!("route {}/32", owned.peer)),
                     Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
-                    Err(e) => errors.push(format!("deleting route {}/32: {e}", owned.peer)),
+                    Err(e) => errors.push(failed(format!("deleting route {}/32", owned.peer), e)),
                 }
             }
         }
-        Err(e) => errors.push(format!("listing the main routing table: {e}")),
+        Err(e) => errors.push(failed("listing the main routing table".into(), e)),
     }
     if record.address_added {
         let device = &record.spec.address_device;
@@ -99,22 +101,22 @@ pub(super) async fn teardown(net: &Netlink, record: &Record) -> Result<Vec<Strin
                         match net.delete_address(address).await {
                             Ok(()) => removed.push(format!("{}/32 on {device}", record.node_ip)),
                             Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {}
-                            Err(e) => errors
-                                .push(format!("deleting {}/32 from {device}: {e}", record.node_ip)),
+                            Err(e) => errors.push(failed(
+                                format!("deleting {}/32 from {device}", record.node_ip),
+                                e,
+                            )),
                         }
                     }
                 }
-                Err(e) => errors.push(format!("listing the addresses of {device}: {e}")),
+                Err(e) => {
+                    errors.push(failed(format!("listing the addresses of {device}"), e));
+                }
             },
             Ok(None) => {}
-            Err(e) => errors.push(format!("looking up {device}: {e}")),
+            Err(e) => errors.push(failed(format!("looking up {device}"), e)),
         }
     }
-    if errors.is_empty() {
-        Ok(removed)
-    } else {
-        Err(HostError::Teardown(errors))
-    }
+    errors.into_result(removed).map_err(HostError::Teardown)
 }
 
 /// Deletes `uplink`'s clsact qdisc when it holds no filter; whether it did.
