@@ -96,7 +96,7 @@ pub enum Error {
 ///
 /// `{}` writes one line, `<what>: <n> step(s) failed; <failure>; …`, and `{:#}` one failure
 /// per line, `<what>: <n> step(s) failed:\n<failure>\n…`; each failure with its sources
-/// ([`chain`]). The failures are in the message, so the aggregate has no
+/// (`chain`). The failures are in the message, so the aggregate has no
 /// [`source`](std::error::Error::source).
 #[derive(Debug)]
 pub struct TeardownError<E = Error> {
