@@ -6,12 +6,13 @@
 use std::io;
 use std::path::Path;
 
+use serde::Serialize;
+
 use super::error::{TeardownFailure, netlink};
 use super::record::{Record, lock, read_record, remove_record};
 use super::{HostError, ROUTE_PROTOCOL, host_route};
 use crate::datapath::net::Netlink;
 use crate::datapath::{self, TeardownError};
-use serde::Serialize;
 
 /// What [`down`] removed.
 #[derive(Debug, Default, Serialize)]
