@@ -176,8 +176,8 @@ pub(super) async fn attached_ids(
 }
 
 /// Keeps the host as `record` says (the reconcile loop's step): S followed when it was not
-/// given and the uplink's primary address changed, then [`apply`]. Returns what was
-/// restored or changed.
+/// given and the uplink's primary address changed, then `apply` (as in [`up`]). Returns what
+/// was restored or changed.
 ///
 /// # Errors
 ///
