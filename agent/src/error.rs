@@ -117,19 +117,6 @@ impl From<&AgentError> for ExitCode {
     }
 }
 
-impl From<&HostError> for ExitCode {
-    /// `Invalid` settings or host, `Host` for netlink/eBPF/teardown, `Other` for the record.
-    fn from(error: &HostError) -> Self {
-        match error {
-            HostError::Invalid(_) | HostError::Host(_) => ExitCode::Invalid,
-            HostError::Netlink { .. } | HostError::Datapath(_) | HostError::Teardown(_) => {
-                ExitCode::Host
-            }
-            HostError::State { .. } => ExitCode::Other,
-        }
-    }
-}
-
 /// Displays an error and every `source()` below it, joined with `: ` — the one way errors are
 /// printed (by `main` and in log fields).
 pub struct Report<'a>(pub &'a (dyn std::error::Error + 'a));

@@ -222,7 +222,7 @@ fn apply_sysctls() {
     for (key, value) in render::SYSCTLS {
         let path = Path::new("/proc/sys").join(key.replace('.', "/"));
         if let Err(e) = std::fs::write(&path, value) {
-            tracing::warn!(sysctl = key, error = %e, "could not apply sysctl");
+            tracing::warn!(sysctl = key, error = %crate::error::Report(&e), "could not apply sysctl");
         }
     }
 }

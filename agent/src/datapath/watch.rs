@@ -93,7 +93,7 @@ async fn reconcile_once(
     let _lock = match host::lock(state_dir) {
         Ok(lock) => lock,
         Err(e) => {
-            tracing::warn!(error = %e, "datapath check skipped");
+            tracing::warn!(error = %crate::error::Report(&e), "datapath check skipped");
             return true;
         }
     };
@@ -107,7 +107,7 @@ async fn reconcile_once(
             return false;
         }
         Err(e) => {
-            tracing::warn!(error = %e, "datapath check skipped");
+            tracing::warn!(error = %crate::error::Report(&e), "datapath check skipped");
             return true;
         }
     };

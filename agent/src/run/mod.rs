@@ -135,7 +135,7 @@ pub async fn run(options: &RunOptions) -> Result<(), RunError> {
         stop_rx,
     ));
     if let Err(e) = supervisor.await {
-        tracing::error!(error = %e, "kubelet supervisor failed");
+        tracing::error!(error = %Report(&e), "kubelet supervisor failed");
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     Ok(())

@@ -69,7 +69,7 @@ pub async fn supervise(
         let mut child = match spawn(&command) {
             Ok(child) => child,
             Err(e) => {
-                tracing::error!(binary = %command.binary.display(), error = %e, "cannot start kubelet");
+                tracing::error!(binary = %command.binary.display(), error = %crate::error::Report(&e), "cannot start kubelet");
                 let delay = backoff.after_exit(Duration::ZERO);
                 if wait_or_shutdown(delay, &mut shutdown).await {
                     return;
@@ -134,7 +134,9 @@ fn log_exit(status: std::io::Result<ExitStatus>, ran: Duration, delay: Duration)
             restart_in_s = delay.as_secs_f32(),
             "kubelet exited; restarting"
         ),
-        Err(e) => tracing::error!(error = %e, "waiting for kubelet failed; restarting"),
+        Err(e) => {
+            tracing::error!(error = %crate::error::Report(&e), "waiting for kubelet failed; restarting")
+        }
     }
 }
 
