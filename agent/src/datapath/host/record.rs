@@ -3,11 +3,10 @@
 //! directory that `up`, `down` and the reconcile loop take. Separate because it is the file
 //! format and the locking protocol every other step depends on.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd as _;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -102,17 +101,7 @@ pub fn lock(state_dir: &Path) -> Result<StateLock, HostError> {
         .create(&dir)
         .map_err(state("creating", &dir))?;
     let path = dir.join("lock");
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(state("opening", &path))?;
-    // SAFETY: flock on a descriptor we own; no memory is passed.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(state("locking", &path)(io::Error::last_os_error()));
-    }
+    let file = satellite_fsutil::lock(&path).map_err(state("locking", &path))?;
     Ok(StateLock { _file: file })
 }
 
@@ -191,20 +180,9 @@ pub fn read_record(state_dir: &Path, uplink: Option<&str>) -> Result<Option<Reco
 /// Writes `record` atomically (temporary file, rename; 0644).
 pub(super) fn write_record(record: &Record) -> Result<(), HostError> {
     let path = record_path(&record.spec.state_dir, &record.uplink);
-    let tmp = path.with_extension("json.tmp");
-    let write = || -> io::Result<()> {
-        let mut bytes = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
-        bytes.push(b'\n');
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o644)
-            .open(&tmp)?;
-        io::Write::write_all(&mut file, &bytes)?;
-        std::fs::rename(&tmp, &path)
-    };
-    write().map_err(|source| HostError::State {
+    let mut bytes = serde_json::to_vec_pretty(record).expect("the record is plain data");
+    bytes.push(b'\n');
+    satellite_fsutil::write_atomic(&path, &bytes, 0o644).map_err(|source| HostError::State {
         what: "writing",
         path,
         source,
