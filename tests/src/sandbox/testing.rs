@@ -1,5 +1,6 @@
-//! Helpers for tests that run a sandbox: a guard that takes it down (also on panic), the
-//! root check, and binaries of the test's own build.
+//! Helpers for tests that run a sandbox: a guard that takes it down (also on panic) and
+//! binaries of the test's own build. The root check is [`crate::netns::require_root`], which
+//! [`TestSandbox::up`] runs (through `lifecycle::up`'s preflight).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -51,12 +52,6 @@ impl Drop for TestSandbox {
             eprintln!("sandbox down failed: {e:#}");
         }
     }
-}
-
-/// Whether the test runs as root (the sandbox needs it; tests skip otherwise).
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 /// A binary of the workspace from the same target directory and profile as the running
