@@ -8,12 +8,11 @@
 //! test's own target dir (`cargo xtask test` builds them).
 
 use std::path::Path;
-use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use satellite_tests::netns;
 use satellite_tests::sandbox::node::{self, NodeBinaries};
-use satellite_tests::sandbox::testing::{TestSandbox, target_bin};
+use satellite_tests::sandbox::testing::{TestSandbox, kubectl, target_bin};
 use satellite_tests::sandbox::{APISERVER_IP, BUSYBOX_IMAGE, SandboxInfo, processes};
 use serde_json::Value;
 
@@ -21,16 +20,6 @@ use serde_json::Value;
 /// The web pod's `hostPort`.
 const HOST_PORT: u16 = 30080;
 const OTHER_MAPPING: &str = "- rolearn: arn:aws:iam::123456789012:role/ops-admins\n  username: ops:{{SessionName}}\n  groups:\n  - ops\n";
-
-fn kubectl(info: &SandboxInfo, kubeconfig: &Path, home: &Path, args: &[&str]) -> Output {
-    info.command("kubectl")
-        .env("KUBECONFIG", kubeconfig)
-        .env("HOME", home)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run kubectl")
-}
 
 fn admin_json(info: &SandboxInfo, home: &Path, args: &[&str]) -> Value {
     let mut all = args.to_vec();

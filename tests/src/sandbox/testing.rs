@@ -3,6 +3,7 @@
 //! [`TestSandbox::up`] runs (through `lifecycle::up`'s preflight).
 
 use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
 use std::time::Instant;
 
 use super::{SandboxInfo, lifecycle};
@@ -70,4 +71,17 @@ pub fn target_bin(name: &str, package: &str) -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// `kubectl ARGS…` inside the sandbox's namespace with `KUBECONFIG=kubeconfig` and
+/// `HOME=home` (kubectl's cache), stdin from `/dev/null`; its output. Panics when kubectl
+/// cannot start.
+pub fn kubectl(info: &SandboxInfo, kubeconfig: &Path, home: &Path, args: &[&str]) -> Output {
+    info.command("kubectl")
+        .env("KUBECONFIG", kubeconfig)
+        .env("HOME", home)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run kubectl")
 }
