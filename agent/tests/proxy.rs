@@ -1,5 +1,6 @@
-//! `satellite-agent proxy` end to end: the real binary, real sockets, in network namespaces
-//! (needs root; skipped otherwise).
+//! `satellite-agent proxy` end to end: the real binary, real sockets, in network namespaces.
+//! Every test here needs root: `#[ignore = "needs root"]` (`cargo xtask test` runs them as
+//! root); run anyway without root, they fail saying so.
 //!
 //! Each test builds its own three namespaces:
 //!
@@ -13,20 +14,20 @@
 //!
 //! The proxy runs in the proxy namespace as a child process (entered with `setns` between fork
 //! and exec) with its health endpoint on the namespace's own 127.0.0.1:9901. Clients and
-//! servers are std sockets opened on threads that entered the client or backend namespace.
-//! Namespaces are deleted and the proxy killed by guards, also when a test panics.
+//! servers are std sockets opened on threads that entered the client or backend namespace
+//! ([`Netns::run`]). Namespaces are deleted ([`Netns`]) and the proxy killed by guards, also
+//! when a test panics.
 
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
-use std::os::fd::AsRawFd as _;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use satellite_tests::sandbox::netns;
+use satellite_tests::netns::Netns;
 use sha2::{Digest, Sha256};
 
 const N1: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
@@ -42,42 +43,28 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// The three namespaces and their veth pairs; deleted on drop.
 struct Topology {
-    client: String,
-    proxy: String,
-    backend: String,
+    client: Netns,
+    proxy: Netns,
+    backend: Netns,
     logs: tempfile::TempDir,
 }
 
 impl Topology {
-    /// `None` (the test is skipped) unless running as root.
-    fn new() -> Option<Self> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipped: needs root (network namespaces)");
-            return None;
-        }
-        let id = format!(
-            "{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
+    /// Panics (saying what to do) unless running as root.
+    fn new() -> Self {
+        Self::build().unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    fn build() -> anyhow::Result<Self> {
         let topo = Self {
-            client: format!("sat-px-{id}-c"),
-            proxy: format!("sat-px-{id}-p"),
-            backend: format!("sat-px-{id}-b"),
-            logs: tempfile::tempdir().expect("temporary directory"),
+            client: Netns::new("sat-px-c")?,
+            proxy: Netns::new("sat-px-p")?,
+            backend: Netns::new("sat-px-b")?,
+            logs: tempfile::tempdir()?,
         };
-        for ns in [&topo.client, &topo.proxy, &topo.backend] {
-            ip(&["netns", "add", ns]);
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-        }
         let (c, p, b) = (&topo.client, &topo.proxy, &topo.backend);
-        ip(&[
-            "-n", c, "link", "add", "c0", "type", "veth", "peer", "name", "p0", "netns", p,
-        ]);
-        ip(&[
-            "-n", p, "link", "add", "p1", "type", "veth", "peer", "name", "b0", "netns", b,
-        ]);
+        c.veth("c0", p, "p0")?;
+        p.veth("p1", b, "b0")?;
         for (ns, dev, addrs) in [
             (c, "c0", &["198.18.1.2/24"][..]),
             (
@@ -89,11 +76,11 @@ impl Topology {
             (b, "b0", &["198.18.2.2/24", "198.18.2.3/24"][..]),
         ] {
             for addr in addrs {
-                ip(&["-n", ns, "addr", "add", addr, "dev", dev]);
+                ns.ip(&["addr", "add", addr, "dev", dev])?;
             }
-            ip(&["-n", ns, "link", "set", dev, "up"]);
+            ns.ip(&["link", "set", dev, "up"])?;
         }
-        Some(topo)
+        Ok(topo)
     }
 
     /// Starts the proxy with `args` (plus the health endpoint) and waits until `/healthz`
@@ -126,7 +113,9 @@ impl Topology {
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
         let log = File::create(&log_path).expect("log file");
-        let child = netns::command(&self.proxy, AGENT)
+        let child = self
+            .proxy
+            .command(AGENT)
             .arg("proxy")
             .args(args)
             .args(extra)
@@ -151,9 +140,9 @@ impl Topology {
     /// `GET path` on the proxy's health endpoint: (status, body).
     fn get(&self, path: &str) -> std::io::Result<(u16, String)> {
         let addr: SocketAddr = HEALTH.parse().unwrap();
-        let mut stream = in_netns(&self.proxy, move || {
-            TcpStream::connect_timeout(&addr, Duration::from_secs(1))
-        })?;
+        let mut stream = self
+            .proxy
+            .run(move || TcpStream::connect_timeout(&addr, Duration::from_secs(1)))?;
         stream.set_read_timeout(Some(TIMEOUT))?;
         write!(stream, "GET {path} HTTP/1.0\r\nHost: {HEALTH}\r\n\r\n")?;
         let mut response = String::new();
@@ -195,25 +184,19 @@ impl Topology {
 
     /// A listener on `addr` in the backend namespace.
     fn listen(&self, addr: SocketAddrV4) -> TcpListener {
-        in_netns(&self.backend, move || TcpListener::bind(addr)).expect("backend listen")
+        self.backend
+            .run(move || TcpListener::bind(addr))
+            .expect("backend listen")
     }
 
     /// A connection from the client namespace (timeouts set).
     fn connect(&self, addr: SocketAddrV4) -> std::io::Result<TcpStream> {
-        let stream = in_netns(&self.client, move || {
-            TcpStream::connect_timeout(&addr.into(), Duration::from_secs(3))
-        })?;
+        let stream = self
+            .client
+            .run(move || TcpStream::connect_timeout(&addr.into(), Duration::from_secs(3)))?;
         stream.set_read_timeout(Some(TIMEOUT))?;
         stream.set_write_timeout(Some(TIMEOUT))?;
         Ok(stream)
-    }
-}
-
-impl Drop for Topology {
-    fn drop(&mut self) {
-        for ns in [&self.client, &self.proxy, &self.backend] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
     }
 }
 
@@ -257,33 +240,6 @@ impl Drop for ProxyProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("ip {args:?}: {e} (run `cargo xtask setup`)"));
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Runs `f` on a fresh thread inside the named network namespace; panics propagate.
-fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = netns::path(ns);
-    std::thread::spawn(move || {
-        let file = File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        // SAFETY: setns on a valid namespace fd; it changes only this thread, which exists for
-        // this closure alone and ends with it.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// The sum of the samples of `name` whose labels include every pair of `labels`.
@@ -394,7 +350,7 @@ const UP: usize = 24 << 20;
 const DOWN: usize = 40 << 20;
 
 fn transfer(extra: &[&str]) {
-    let Some(topo) = Topology::new() else { return };
+    let topo = Topology::new();
     let map = format!("{N1}={PUB1}:8080");
     let mut args = vec!["--map", &map];
     args.extend_from_slice(extra);
@@ -455,18 +411,21 @@ fn transfer(extra: &[&str]) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn bytes_pass_both_ways_intact_with_splice() {
     transfer(&[]);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn bytes_pass_both_ways_intact_with_copy() {
     transfer(&["--no-splice"]);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn half_close_keeps_the_other_direction() {
-    let Some(topo) = Topology::new() else { return };
+    let topo = Topology::new();
     let _proxy = topo.proxy(&["--map", &format!("{N1}={PUB1}:8080")]);
     serve(topo.listen(addr(PUB1, 8080)), |mut stream| {
         let mut request = Vec::new();
@@ -496,8 +455,9 @@ fn half_close_keeps_the_other_direction() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn one_proxy_serves_many_nodes() {
-    let Some(topo) = Topology::new() else { return };
+    let topo = Topology::new();
     let _proxy = topo.proxy(&[
         "--map",
         &format!("{N1}={PUB1}:8080,9000-9001"),
@@ -547,8 +507,9 @@ fn one_proxy_serves_many_nodes() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn connection_limit_resets_excess_and_counts_them() {
-    let Some(topo) = Topology::new() else { return };
+    let topo = Topology::new();
     let _proxy = topo.proxy(&[
         "--map",
         &format!("{N1}={PUB1}:8080"),
@@ -589,8 +550,9 @@ fn connection_limit_resets_excess_and_counts_them() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn config_file_with_a_per_node_limit() {
-    let Some(topo) = Topology::new() else { return };
+    let topo = Topology::new();
     let path = topo.logs.path().join("proxy.yaml");
     std::fs::write(
         &path,
@@ -638,8 +600,9 @@ fn config_file_with_a_per_node_limit() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn idle_timeout_closes_silent_connections_only() {
-    let Some(topo) = Topology::new() else { return };
+    let topo = Topology::new();
     let _proxy = topo.proxy(&[
         "--map",
         &format!("{N1}={PUB1}:8080"),
@@ -675,8 +638,9 @@ fn idle_timeout_closes_silent_connections_only() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn sigterm_drains_open_connections_then_exits_0() {
-    let Some(topo) = Topology::new() else { return };
+    let topo = Topology::new();
     let mut proxy = topo.proxy(&[
         "--map",
         &format!("{N1}={PUB1}:8080"),
@@ -719,8 +683,9 @@ fn sigterm_drains_open_connections_then_exits_0() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn drain_timeout_resets_what_is_still_open() {
-    let Some(topo) = Topology::new() else { return };
+    let topo = Topology::new();
     let mut proxy = topo.proxy(&[
         "--map",
         &format!("{N1}={PUB1}:8080"),
@@ -739,8 +704,9 @@ fn drain_timeout_resets_what_is_still_open() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn resets_propagate_both_ways() {
-    let Some(topo) = Topology::new() else { return };
+    let topo = Topology::new();
     let _proxy = topo.proxy(&["--map", &format!("{N1}={PUB1}:8080,8081")]);
     // 8080: the backend resets after the first bytes.
     serve(topo.listen(addr(PUB1, 8080)), |mut stream| {
@@ -791,11 +757,12 @@ fn resets_propagate_both_ways() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn bad_config_exits_3_before_binding_anything() {
-    let Some(topo) = Topology::new() else { return };
+    let topo = Topology::new();
     // We hold N1:8080: a proxy that bound before validating would fail with 1, not 3.
-    let proxy_ns = topo.proxy.clone();
-    let _held = in_netns(&proxy_ns, || TcpListener::bind(addr(N1, 8080))).unwrap();
+    let proxy_ns = &topo.proxy;
+    let _held = proxy_ns.run(|| TcpListener::bind(addr(N1, 8080))).unwrap();
     let good = format!("{N1}={PUB1}:8080");
     let cases: &[(&[&str], &str)] = &[
         (
@@ -870,10 +837,11 @@ fn bad_config_exits_3_before_binding_anything() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn bind_failure_exits_1_and_leaves_nothing_bound() {
-    let Some(topo) = Topology::new() else { return };
-    let proxy_ns = topo.proxy.clone();
-    let held = in_netns(&proxy_ns, || TcpListener::bind(addr(N1, 8081))).unwrap();
+    let topo = Topology::new();
+    let proxy_ns = &topo.proxy;
+    let held = proxy_ns.run(|| TcpListener::bind(addr(N1, 8081))).unwrap();
     let (status, log) = topo.proxy_exits(&[
         "--map",
         &format!("{N1}={PUB1}:8080-8082"),
@@ -888,10 +856,11 @@ fn bind_failure_exits_1_and_leaves_nothing_bound() {
     drop(held);
     // Every address the proxy would have used is free.
     for (ns, a) in [
-        (proxy_ns.clone(), SocketAddr::from(addr(N1, 8080))),
-        (proxy_ns.clone(), SocketAddr::from(addr(N1, 8082))),
-        (proxy_ns.clone(), HEALTH.parse().unwrap()),
+        (proxy_ns, SocketAddr::from(addr(N1, 8080))),
+        (proxy_ns, SocketAddr::from(addr(N1, 8082))),
+        (proxy_ns, HEALTH.parse().unwrap()),
     ] {
-        in_netns(&ns, move || TcpListener::bind(a)).unwrap_or_else(|e| panic!("{a}: {e}"));
+        ns.run(move || TcpListener::bind(a))
+            .unwrap_or_else(|e| panic!("{a}: {e}"));
     }
 }

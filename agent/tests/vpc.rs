@@ -1,5 +1,7 @@
-//! A simulated VPC, end to end, with the real `satellite-agent` binary on both sides (root;
-//! skipped otherwise). Four network namespaces, addresses from 198.18.0.0/15:
+//! A simulated VPC, end to end, with the real `satellite-agent` binary on both sides. Every
+//! test here needs root: `#[ignore = "needs root"]` (`cargo xtask test` runs them as root); run
+//! anyway without root, they fail saying so. Four network namespaces, addresses from
+//! 198.18.0.0/15:
 //!
 //! ```text
 //!  client        proxy                         internet (provider NAT)      satellite host
@@ -20,7 +22,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
-use satellite_tests::cni::{Netns, root_or_skip};
+use satellite_tests::netns::{Bpffs, Netns};
 
 const N: Ipv4Addr = Ipv4Addr::new(198, 18, 10, 50);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 10, 2);
@@ -45,7 +47,7 @@ struct Vpc {
     internet: Netns,
     host: Netns,
     work: tempfile::TempDir,
-    bpffs: PathBuf,
+    bpffs: Bpffs,
 }
 
 impl Vpc {
@@ -53,11 +55,7 @@ impl Vpc {
         let work = tempfile::Builder::new()
             .prefix("satellite-vpc-")
             .tempdir()?;
-        let bpffs = work.path().join("bpffs");
-        std::fs::create_dir(&bpffs)?;
-        run(Command::new("mount")
-            .args(["-t", "bpf", "satellite-vpc"])
-            .arg(&bpffs))?;
+        let bpffs = Bpffs::new("satellite-vpc")?;
         let vpc = Self {
             client: Netns::new("sat-vpc-c")?,
             proxy: Netns::new("sat-vpc-x")?,
@@ -66,16 +64,9 @@ impl Vpc {
             work,
             bpffs,
         };
-        let (x, i, h) = (vpc.proxy.name(), vpc.internet.name(), vpc.host.name());
-        vpc.client.ip(&[
-            "link", "add", "vpc0", "type", "veth", "peer", "name", "vpc0", "netns", x,
-        ])?;
-        vpc.proxy.ip(&[
-            "link", "add", "wan0", "type", "veth", "peer", "name", "pub0", "netns", i,
-        ])?;
-        vpc.internet.ip(&[
-            "link", "add", "prv0", "type", "veth", "peer", "name", "eth0", "netns", h,
-        ])?;
+        vpc.client.veth("vpc0", &vpc.proxy, "vpc0")?;
+        vpc.proxy.veth("wan0", &vpc.internet, "pub0")?;
+        vpc.internet.veth("prv0", &vpc.host, "eth0")?;
         for (ns, link, addrs) in [
             (&vpc.client, "vpc0", &["198.18.10.2/24"][..]),
             (&vpc.proxy, "vpc0", &["198.18.10.1/24", "198.18.10.50/32"]),
@@ -101,10 +92,8 @@ impl Vpc {
             .ip(&["route", "add", "198.18.30.0/24", "via", "198.18.20.2"])?;
         // Checksums computed in software on every hop: a wrong incremental update by the tc
         // programs is a dropped packet, not a silently accepted one.
-        for (ns, link) in [(h, "eth0"), (i, "prv0")] {
-            run(Command::new("ip")
-                .args(["netns", "exec", ns, "ethtool", "-K", link, "tx", "off"])
-                .stdout(Stdio::null()))?;
+        for (ns, link) in [(&vpc.host, "eth0"), (&vpc.internet, "prv0")] {
+            ns.exec("ethtool", &["-K", link, "tx", "off"])?;
         }
         Ok(vpc)
     }
@@ -112,22 +101,16 @@ impl Vpc {
     /// The provider's 1:1 NAT of the host's public address (iptables in the internet
     /// namespace, which forwards).
     fn provider_nat(&self) -> Result<()> {
-        let i = self.internet.name();
-        run(Command::new("ip").args([
-            "netns",
-            "exec",
-            i,
-            "sysctl",
-            "-qw",
-            "net.ipv4.ip_forward=1",
-        ]))?;
+        self.internet.sysctl("net.ipv4.ip_forward=1")?;
         for rule in [
             "PREROUTING -d 198.18.20.100 -j DNAT --to-destination 198.18.30.2",
             "POSTROUTING -s 198.18.30.2 -j SNAT --to-source 198.18.20.100",
         ] {
-            run(Command::new("ip")
-                .args(["netns", "exec", i, "iptables", "-t", "nat", "-A"])
-                .args(rule.split(' ')))?;
+            let args: Vec<&str> = ["-t", "nat", "-A"]
+                .into_iter()
+                .chain(rule.split(' '))
+                .collect();
+            self.internet.exec("iptables", &args)?;
         }
         Ok(())
     }
@@ -169,7 +152,7 @@ spec:
     bpffsDir: {}
     stateDir: {}
 ",
-                self.bpffs.join("satellite").display(),
+                self.bpffs.path().join("satellite").display(),
                 self.state_dir().display()
             ),
         )?;
@@ -178,35 +161,23 @@ spec:
 
     /// What `leave` must restore: addresses, routes of every table, qdiscs, filters, pins.
     fn host_snapshot(&self) -> Result<String> {
-        let h = self.host.name();
         let mut out = String::new();
         for args in [
             // IPv4 only: IPv6 link-local addresses change flags on their own (DAD).
-            &["-n", h, "-4", "-j", "addr", "show"][..],
-            &["-n", h, "-4", "-j", "route", "show", "table", "all"],
+            &["-4", "-j", "addr", "show"][..],
+            &["-4", "-j", "route", "show", "table", "all"],
         ] {
-            out.push_str(&output(Command::new("ip").args(args))?);
+            out.push_str(&self.host.ip(args)?);
         }
         for args in [
             &["qdisc", "show"][..],
             &["filter", "show", "dev", "eth0", "ingress"],
             &["filter", "show", "dev", "eth0", "egress"],
         ] {
-            out.push_str(&output(
-                Command::new("ip")
-                    .args(["netns", "exec", h, "tc"])
-                    .args(args),
-            )?);
+            out.push_str(&self.host.exec("tc", args)?);
         }
-        out.push_str(&format!("{:?}", tree(&self.bpffs)));
+        out.push_str(&format!("{:?}", tree(self.bpffs.path())));
         Ok(out)
-    }
-}
-
-impl Drop for Vpc {
-    fn drop(&mut self) {
-        // The namespaces go with their fields; the pins with the bpffs mount.
-        let _ = Command::new("umount").arg(&self.bpffs).status();
     }
 }
 
@@ -256,26 +227,6 @@ impl Drop for Process {
     }
 }
 
-fn run(cmd: &mut Command) -> Result<()> {
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    ensure!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(())
-}
-
-fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    ensure!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 fn tree(dir: &Path) -> Vec<String> {
     let mut found = Vec::new();
     let mut stack = vec![dir.to_owned()];
@@ -316,7 +267,7 @@ fn status(vpc: &Vpc) -> Result<(serde_json::Value, bool)> {
 /// The host's servers: TCP echo on N:10250 (`big` → [`BIG`] bytes), UDP echo on N:5353. Each
 /// TCP reply starts with the peer address the server saw. They run until the namespace goes.
 fn start_servers(host: &Netns) -> Result<()> {
-    host.run(|| {
+    host.run(|| -> Result<()> {
         let tcp = TcpListener::bind((N, KUBELET))?;
         std::thread::spawn(move || {
             for stream in tcp.incoming().flatten() {
@@ -369,10 +320,8 @@ fn exchange(stream: &mut TcpStream, message: &str) -> Result<String> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn vpc_client_reaches_the_host_through_the_proxy_and_the_datapath() -> Result<()> {
-    if !root_or_skip() {
-        return Ok(());
-    }
     let vpc = Vpc::new()?;
     vpc.provider_nat()?;
     let before = vpc.host_snapshot()?;
@@ -403,7 +352,7 @@ fn vpc_client_reaches_the_host_through_the_proxy_and_the_datapath() -> Result<()
 
     // 1. The VPC client reaches the server bound to N:10250 via N, through the proxy; the
     //    server sees the proxy as its peer.
-    let mut kept = vpc.client.run(|| {
+    let mut kept = vpc.client.run(|| -> Result<_> {
         let addr = SocketAddr::from((N, KUBELET));
         let deadline = Instant::now() + Duration::from_secs(10);
         let stream = loop {
@@ -424,7 +373,7 @@ fn vpc_client_reaches_the_host_through_the_proxy_and_the_datapath() -> Result<()
     // 2. Path MTU discovery through the provider NAT: 4 MiB from the host in 1500-byte
     //    segments meet the 1280-byte link; the router's "fragmentation needed" (to S, quoting
     //    S → proxy) must reach the socket bound to N, or the transfer stalls.
-    let received = vpc.client.run(|| {
+    let received = vpc.client.run(|| -> Result<_> {
         let mut stream = TcpStream::connect((N, KUBELET))?;
         stream.set_read_timeout(Some(IO_TIMEOUT))?;
         stream.write_all(b"big")?;
@@ -448,7 +397,7 @@ fn vpc_client_reaches_the_host_through_the_proxy_and_the_datapath() -> Result<()
     );
 
     // 3. A UDP exchange between the proxy and N, via the public address.
-    let echoed = vpc.proxy.run(|| {
+    let echoed = vpc.proxy.run(|| -> Result<_> {
         let socket = UdpSocket::bind((PROXY, 0))?;
         socket.set_read_timeout(Some(Duration::from_secs(2)))?;
         socket.send_to(b"ping", (PUBLIC, UDP_PORT))?;
@@ -461,7 +410,7 @@ fn vpc_client_reaches_the_host_through_the_proxy_and_the_datapath() -> Result<()
 
     // 4. A non-peer reaching the protected port over the internet is dropped (and counted).
     let dropped_before = status(&vpc)?.0["counters"]["droppedNotAllowed"].as_u64();
-    let stranger = vpc.proxy.run(|| {
+    let stranger = vpc.proxy.run(|| -> Result<_> {
         let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
         socket.bind(&SocketAddr::from((STRANGER, 0)).into())?;
         Ok(socket
@@ -541,13 +490,11 @@ fn vpc_client_reaches_the_host_through_the_proxy_and_the_datapath() -> Result<()
 }
 
 #[test]
+#[ignore = "needs root"]
 fn bad_input_changes_nothing() -> Result<()> {
-    if !root_or_skip() {
-        return Ok(());
-    }
     let vpc = Vpc::new()?;
     let before = vpc.host_snapshot()?;
-    let bpffs = vpc.bpffs.join("satellite");
+    let bpffs = vpc.bpffs.path().join("satellite");
     let cases: [(&[&str], &str); 5] = [
         (&["--peer", "198.18.20.1"], "--node-ip"),
         (
@@ -630,10 +577,8 @@ fn bad_input_changes_nothing() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn second_up_changes_nothing_and_existing_state_is_not_owned() -> Result<()> {
-    if !root_or_skip() {
-        return Ok(());
-    }
     let vpc = Vpc::new()?;
     // N is already on lo and a /32 route to the peer exists: not ours, so they stay.
     vpc.host
@@ -652,7 +597,7 @@ fn second_up_changes_nothing_and_existing_state_is_not_owned() -> Result<()> {
             ])
             .args(["--attach", attach])
             .arg("--bpffs-dir")
-            .arg(vpc.bpffs.join("satellite"))
+            .arg(vpc.bpffs.path().join("satellite"))
             .output()?)
     };
     for attach in ["netlink", "auto"] {

@@ -2,20 +2,18 @@
 //! a simulated node (a "host" network namespace with an uplink to an "outside" one), pod
 //! namespaces, and runners for `cnitool` and for a plugin invoked directly, as a runtime does.
 //!
-//! Every namespace gets a unique name (prefix, pid, counter) and is deleted on drop, so tests
-//! run in parallel and leave nothing behind even when they panic. Addresses are from
-//! 198.18.0.0/15 and exist only inside these namespaces.
+//! The namespaces are [`Netns`] guards: unique names, deleted on drop, so tests run in
+//! parallel and leave nothing behind even when they panic. Addresses are from 198.18.0.0/15
+//! and exist only inside these namespaces.
 
-use std::ffi::OsStr;
 use std::io::Write as _;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::sandbox::netns;
+use crate::netns::Netns;
 use crate::tools;
 
 /// Debian's reference plugins (`containernetworking-plugins`).
@@ -50,100 +48,6 @@ pub fn cnitool() -> PathBuf {
     path
 }
 
-/// Whether the process runs as root; prints why a test is skipped otherwise.
-pub fn root_or_skip() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        eprintln!("skipped: needs root (network namespaces, veth pairs, nf_tables)");
-    }
-    root
-}
-
-/// A unique name: `prefix-<pid>-<counter>` (short enough for `/run/netns`).
-pub fn unique_name(prefix: &str) -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "{prefix}-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// A network namespace `/run/netns/<name>` with `lo` up, deleted on drop.
-pub struct Netns {
-    name: String,
-}
-
-impl Netns {
-    /// Creates a namespace with a unique name starting with `prefix`.
-    pub fn new(prefix: &str) -> Result<Self> {
-        let name = unique_name(prefix);
-        netns::create(&name, &[])?;
-        Ok(Self { name })
-    }
-
-    /// The namespace's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// `/run/netns/<name>`, what `CNI_NETNS` names.
-    pub fn path(&self) -> PathBuf {
-        netns::path(&self.name)
-    }
-
-    /// Runs `f` on a thread inside this namespace (sockets it opens stay here).
-    pub fn run<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> Result<T> + Send + 'static,
-    ) -> Result<T> {
-        netns::run_in(&self.name, f)
-    }
-
-    /// A command that runs inside this namespace.
-    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
-        netns::command(&self.name, program)
-    }
-
-    /// `ip ARGS…` inside this namespace; fails with ip's stderr.
-    pub fn ip(&self, args: &[&str]) -> Result<String> {
-        let out = Command::new("ip")
-            .arg("-n")
-            .arg(&self.name)
-            .args(args)
-            .output()
-            .context("running ip (iproute2)")?;
-        if !out.status.success() {
-            bail!(
-                "ip -n {} {}: {}",
-                self.name,
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    /// Names of the links in this namespace.
-    pub fn links(&self) -> Result<Vec<String>> {
-        Ok(self
-            .ip(&["-o", "link", "show"])?
-            .lines()
-            .filter_map(|l| l.split(": ").nth(1))
-            .map(|n| n.split('@').next().unwrap_or(n).to_owned())
-            .collect())
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        if let Err(e) = netns::delete(&self.name) {
-            eprintln!("cleanup: {e:#}");
-        }
-    }
-}
-
 /// A simulated node: the plugin runs in `host`, whose uplink (`uplink0`, 198.18.0.1/30) leads
 /// to `outside` (198.18.0.2, the default gateway), standing for the provider network.
 pub struct Node {
@@ -158,18 +62,7 @@ impl Node {
     pub fn new() -> Result<Self> {
         let host = Netns::new("scni-h")?;
         let outside = Netns::new("scni-o")?;
-        host.ip(&[
-            "link",
-            "add",
-            UPLINK,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "wan0",
-            "netns",
-            outside.name(),
-        ])?;
+        host.veth(UPLINK, &outside, "wan0")?;
         host.ip(&["addr", "add", &format!("{UPLINK_ADDR}/30"), "dev", UPLINK])?;
         host.ip(&["link", "set", UPLINK, "up"])?;
         outside.ip(&["addr", "add", &format!("{OUTSIDE_ADDR}/30"), "dev", "wan0"])?;
@@ -318,24 +211,4 @@ pub fn cri_client(main_go: &Path) -> Result<Option<PathBuf>> {
     }
     std::fs::rename(&tmp, &bin)?;
     Ok(Some(bin))
-}
-
-/// Lazily unmounts every mount point under `dir`, deepest first (what containerd leaves when
-/// a test stops it abruptly: overlay root filesystems, shm).
-pub fn unmount_under(dir: &Path) {
-    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return;
-    };
-    let mut points: Vec<&str> = mountinfo
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| Path::new(p).starts_with(dir))
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for point in points {
-        if let Ok(c) = std::ffi::CString::new(point) {
-            // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-        }
-    }
 }

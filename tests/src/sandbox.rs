@@ -7,7 +7,7 @@
 //!   everything else (the agent's tests, `cargo xtask sandbox exec`) reads it from there.
 //! - [`lifecycle`] starts ([`lifecycle::up`]), checks ([`lifecycle::status`]) and stops
 //!   ([`lifecycle::down`]) a sandbox; `cargo xtask sandbox` and the tests share it.
-//! - [`netns`] runs commands and threads inside the namespace.
+//! - [`crate::netns`] runs commands and threads inside the namespace.
 //!
 //! Addresses inside the namespace: `198.18.0.1` (kube-apiserver), `198.18.0.10` (the node IP,
 //! for `kubelet --node-ip`), both /32 on `lo`; every other server listens on `127.0.0.1`.
@@ -15,7 +15,6 @@
 pub mod config;
 pub mod fixtures;
 pub mod lifecycle;
-pub mod netns;
 pub mod node;
 pub mod pki;
 pub mod processes;
@@ -28,6 +27,8 @@ use std::process::Command;
 
 use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
+
+use crate::netns;
 
 /// The EKS cluster name (moto) and the `x-k8s-aws-id` tokens must carry.
 pub const CLUSTER_NAME: &str = "sandbox";

@@ -12,7 +12,10 @@
 //!   (outside the workspace; clippy with the toolchain that builds it).
 //! - `vm-test`: the datapath tests under Debian's 6.1 kernel in qemu (TCG).
 //! - `test`: `setup` and `sandbox install`, then doc tests, `cargo nextest run --workspace` and
-//!   `vm-test` (the README's test command).
+//!   `vm-test` (the README's test command). The tests that need root are `#[ignore]`d: as root
+//!   they run too (`--run-ignored all`); otherwise the task says how many are left out, and
+//!   nextest counts them as skipped, never as passed. On kernels without TCX (< 6.6) the TCX
+//!   variants are left out by a filter, also said.
 //! - `sandbox install|up|join|down|status|exec`: the local sandbox cluster (root).
 //! - `bench credential-plugin`: our exec plugin vs `aws eks get-token`, side by side.
 //! - `bench datapath`: no NAT vs our tc NAT vs iptables NAT (iperf3, request/response), and
@@ -119,6 +122,7 @@ fn run(cli: Cli) -> Result<()> {
             let mut nextest: Vec<String> = ["nextest", "run", "--workspace", "--all-targets"]
                 .map(String::from)
                 .to_vec();
+            nextest.extend(root_test_selection(&args)?);
             nextest.extend(args);
             cargo(&nextest)?;
             // The same datapath tests on another kernel (6.1: no TCX, netlink attachment).
@@ -130,6 +134,74 @@ fn run(cli: Cli) -> Result<()> {
             bench::run(which)
         }
     }
+}
+
+/// What `cargo xtask test` adds to `cargo nextest run` for the tests that need root (all of
+/// them `#[ignore = "needs root…"]`): `--run-ignored all` when running as root, else nothing and
+/// a note with how many are not run; and, on a kernel without TCX, a filter leaving out the TCX
+/// variants (which would fail there), with a note. Nothing when `args` already choose
+/// (`--run-ignored`, `--ignored`, `--include-ignored`, `-E`).
+fn root_test_selection(args: &[String]) -> Result<Vec<String>> {
+    let chosen = |flags: &[&str]| {
+        args.iter().any(|a| {
+            flags
+                .iter()
+                .any(|f| a == f || a.starts_with(&format!("{f}=")))
+        })
+    };
+    let mut extra = Vec::new();
+    if !chosen(&["--run-ignored", "--ignored", "--include-ignored"]) {
+        if satellite_tests::netns::is_root() {
+            eprintln!("xtask test: running as root: the tests that need root (#[ignore]) run too");
+            extra.extend(["--run-ignored", "all"].map(String::from));
+        } else {
+            let ignored = count_ignored_tests()?;
+            eprintln!(
+                "xtask test: not root: {ignored} tests that need root are NOT run (nextest \
+                 reports them as skipped); run `sudo -E cargo xtask test` to run them"
+            );
+        }
+    }
+    if let Some(release) = kernel_without_tcx()
+        && !chosen(&["-E", "--filterset", "--filter-expr"])
+    {
+        eprintln!(
+            "xtask test: Linux {release} has no TCX (6.6+): the TCX variants (`*_tcx`) are left \
+             out (-E 'not test(/_tcx$/)'), not passed"
+        );
+        extra.extend(["-E", "not test(/_tcx$/)"].map(String::from));
+    }
+    Ok(extra)
+}
+
+/// The number of `#[ignore]`d tests in the workspace (`cargo nextest list --run-ignored only`).
+fn count_ignored_tests() -> Result<usize> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["nextest", "list", "--workspace", "--all-targets"])
+        .args(["--run-ignored", "only", "--message-format", "oneline"])
+        .current_dir(workspace_root())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running cargo nextest list")?;
+    if !out.status.success() {
+        bail!("cargo nextest list failed: {}", out.status);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count())
+}
+
+/// The running kernel's release when it is older than 6.6 (no TCX), else `None`.
+fn kernel_without_tcx() -> Option<String> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+    let release = release.trim().to_owned();
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    let version = (numbers.next()?, numbers.next()?);
+    (version < (6, 6)).then_some(release)
 }
 
 /// Runs `cargo ARGS…` in the workspace root with the cargo that runs xtask.

@@ -10,7 +10,8 @@ use std::process::Output;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use satellite_tests::cni::{Cnitool, Invocation, Netns, Node, REFERENCE_PLUGIN_DIR};
+use satellite_tests::cni::{Cnitool, Invocation, Node, REFERENCE_PLUGIN_DIR};
+use satellite_tests::netns::Netns;
 use serde_json::{Value, json};
 
 /// Our plugin, built by cargo for this test run.
@@ -36,17 +37,15 @@ pub struct Fixture {
 }
 
 impl Fixture {
-    /// `None` (the test is skipped) unless running as root; otherwise a node with the conflist
-    /// of [`Fixture::plugin_conf`] merged with `extra` keys.
-    pub fn new(extra: Value) -> Option<Self> {
-        if !satellite_tests::cni::root_or_skip() {
-            return None;
-        }
-        let fixture = Self::bare().expect("fixture");
+    /// A node with the conflist of [`Fixture::plugin_conf`] merged with `extra` keys. Panics
+    /// saying what to do unless running as root (the tests using it are
+    /// `#[ignore = "needs root"]`).
+    pub fn new(extra: Value) -> Self {
+        let fixture = Self::bare().unwrap_or_else(|e| panic!("fixture: {e:#}"));
         let mut conf = fixture.plugin_conf();
         merge(&mut conf, extra);
         fixture.write_conflist(NET, "1.0.0", vec![conf]);
-        Some(fixture)
+        fixture
     }
 
     /// A node and directories, no conflist yet.
@@ -243,14 +242,14 @@ pub fn result_ip(result: &Value) -> Ipv4Addr {
 
 /// Listens on `addr:port` inside `ns` and returns the listener.
 pub fn listen(ns: &Netns, addr: Ipv4Addr, port: u16) -> TcpListener {
-    ns.run(move || Ok(TcpListener::bind((addr, port))?))
+    ns.run(move || TcpListener::bind((addr, port)))
         .expect("listen")
 }
 
 /// Connects from inside `ns` to `to` and returns the address `listener` saw the connection
 /// come from.
 pub fn connect_seen_as(ns: &Netns, to: SocketAddr, listener: &TcpListener) -> Result<Ipv4Addr> {
-    let stream = ns.run(move || Ok(TcpStream::connect_timeout(&to, Duration::from_secs(5))?))?;
+    let stream = ns.run(move || TcpStream::connect_timeout(&to, Duration::from_secs(5)))?;
     listener.set_nonblocking(false)?;
     let (_conn, peer) = listener.accept()?;
     drop(stream);

@@ -140,9 +140,9 @@ pub fn enable_auth(ns: &str, moto_url: &str) -> Result<()> {
         ureq::post(&url)
             .header("Content-Type", "text/plain")
             .send("0")
-            .context("POST moto-api/reset-auth")?;
-        Ok(())
-    })
+            .context("POST moto-api/reset-auth")
+            .map(drop)
+    })?
 }
 
 /// Runs the AWS CLI inside the namespace against `endpoint` with setup-only credentials

@@ -368,7 +368,7 @@ fn down_locked(work_dir: &Path) -> Result<()> {
     }
     kill_namespace_processes(&ns);
     node::kill_pods(&ns)?;
-    unmount_under(work_dir)?;
+    netns::unmount_under(work_dir)?;
     node::remove_cgroups(&ns)?;
     netns::delete(&ns)?;
     for entry in [
@@ -416,55 +416,6 @@ fn kill_namespace_processes(ns: &str) {
     }
 }
 
-/// Lazily unmounts every mount point under `dir`, deepest first (containerd's overlay
-/// rootfs and shm mounts, a kubelet's volume mounts).
-fn unmount_under(dir: &Path) -> Result<()> {
-    let mountinfo =
-        std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
-    let mut points: Vec<PathBuf> = mountinfo
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|p| PathBuf::from(unescape_mount_path(p)))
-        .filter(|p| p.starts_with(dir))
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
-    for point in points {
-        let c = std::ffi::CString::new(point.as_os_str().as_encoded_bytes())?;
-        // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
-        if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EINVAL) {
-                bail!("unmounting {}: {err}", point.display());
-            }
-        }
-    }
-    Ok(())
-}
-
-/// `/proc/self/mountinfo` escapes space, tab, newline and backslash as `\ooo`.
-fn unescape_mount_path(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = rest.find('\\') {
-        out.push_str(&rest[..i]);
-        let code = rest
-            .get(i + 1..i + 4)
-            .and_then(|o| u8::from_str_radix(o, 8).ok());
-        match code {
-            Some(c) => {
-                out.push(char::from(c));
-                rest = &rest[i + 4..];
-            }
-            None => {
-                out.push('\\');
-                rest = &rest[i + 1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
 /// `<work dir>/cni/bin`: the reference plugins of [`CNI_BIN_DIR`] (containerd's CRI needs
 /// `loopback`) as symlinks, so a node can add its own plugin without touching the host's
 /// directory.
@@ -486,10 +437,7 @@ fn cni_bin_dir(work_dir: &Path) -> Result<PathBuf> {
 
 /// Checks what `up` needs before anything starts, naming the fix.
 fn preflight(work_dir: &Path, authenticator_bin: &Path) -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("the sandbox needs root (network namespaces, containerd, mounts)");
-    }
+    netns::require_root("the sandbox")?;
     let install = "run `cargo xtask sandbox install`";
     for component in ["kube-apiserver", "kube-controller-manager", "kubelet"] {
         let bin = tools::kubernetes_bin_dir().join(component);
@@ -609,10 +557,9 @@ fn http_ok(ns: &str, url: &str) -> bool {
             .timeout_global(Some(Duration::from_secs(2)))
             .build()
             .into();
-        agent.get(&url).call().context("GET")?;
-        Ok(())
+        agent.get(&url).call().is_ok()
     })
-    .is_ok()
+    .unwrap_or(false)
 }
 
 /// Imports a docker-archive image into containerd's `k8s.io` namespace (what the CRI plugin
@@ -654,15 +601,4 @@ fn lock(work_dir: &Path) -> Result<std::fs::File> {
         );
     }
     Ok(file)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mount_paths_are_unescaped() {
-        assert_eq!(unescape_mount_path(r"/a\040b/c\134d"), r"/a b/c\d");
-        assert_eq!(unescape_mount_path("/plain"), "/plain");
-    }
 }

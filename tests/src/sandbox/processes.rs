@@ -22,7 +22,7 @@ pub fn log_file(work_dir: &Path, name: &str) -> PathBuf {
     work_dir.join("logs").join(format!("{name}.log"))
 }
 
-/// Spawns `cmd` (built with [`super::netns::daemon_command`]) with stdout and stderr appended
+/// Spawns `cmd` (built with [`crate::netns::daemon_command`]) with stdout and stderr appended
 /// to its log, records its pid file, and returns the pid. The child is not waited for: it
 /// survives the caller.
 pub fn spawn(work_dir: &Path, name: &str, mut cmd: Command) -> Result<i32> {

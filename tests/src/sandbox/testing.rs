@@ -1,7 +1,9 @@
-//! Helpers for tests that run a sandbox: a guard that takes it down (also on panic), the
-//! root check, and binaries of the test's own build.
+//! Helpers for tests that run a sandbox: a guard that takes it down (also on panic) and
+//! binaries of the test's own build. The root check is [`crate::netns::require_root`], which
+//! [`TestSandbox::up`] runs (through `lifecycle::up`'s preflight).
 
 use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
 use std::time::Instant;
 
 use super::{SandboxInfo, lifecycle};
@@ -53,12 +55,6 @@ impl Drop for TestSandbox {
     }
 }
 
-/// Whether the test runs as root (the sandbox needs it; tests skip otherwise).
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 /// A binary of the workspace from the same target directory and profile as the running
 /// test (`<target>/<profile>/<name>`); panics naming the build command when it is missing.
 /// `cargo xtask test` (nextest `--workspace --all-targets`) builds them all.
@@ -75,4 +71,17 @@ pub fn target_bin(name: &str, package: &str) -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// `kubectl ARGS…` inside the sandbox's namespace with `KUBECONFIG=kubeconfig` and
+/// `HOME=home` (kubectl's cache), stdin from `/dev/null`; its output. Panics when kubectl
+/// cannot start.
+pub fn kubectl(info: &SandboxInfo, kubeconfig: &Path, home: &Path, args: &[&str]) -> Output {
+    info.command("kubectl")
+        .env("KUBECONFIG", kubeconfig)
+        .env("HOME", home)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run kubectl")
 }

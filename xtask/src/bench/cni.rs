@@ -16,7 +16,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use satellite_tests::cni::{Netns, Node, REFERENCE_PLUGIN_DIR};
+use satellite_tests::cni::{Node, REFERENCE_PLUGIN_DIR};
+use satellite_tests::netns::Netns;
 use serde_json::{Value, json};
 
 use super::{ms, ratio, reap, target_dir};
@@ -48,10 +49,7 @@ struct Setup {
 
 /// Runs the benchmark: `runs` ADD+DEL pairs per setup and scenario.
 pub fn run(runs: usize) -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("bench cni needs root (network namespaces, veth pairs, nf_tables)");
-    }
+    satellite_tests::netns::require_root("bench cni")?;
     cargo(&["build", "--release", "--package", "satellite-cni"])?;
     let ours = target_dir().join("release/satellite-cni");
     let reference = Path::new(REFERENCE_PLUGIN_DIR);

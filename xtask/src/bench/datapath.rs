@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use satellite_tests::cni::Netns;
+use satellite_tests::netns::{Bpffs, Netns};
 use serde_json::Value;
 
 use super::target_dir;
@@ -66,18 +66,13 @@ impl Scenario {
     }
 }
 
-/// The bench's namespaces and files; removed on drop.
+/// The bench's namespaces, bpffs and files; removed on drop.
 struct Bench {
     host: Netns,
     peer: Netns,
+    bpffs: Bpffs,
     work: tempfile::TempDir,
     agent: std::path::PathBuf,
-}
-
-impl Drop for Bench {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.bpffs()).status();
-    }
 }
 
 impl Bench {
@@ -85,29 +80,13 @@ impl Bench {
         let bench = Self {
             host: Netns::new("sat-bdp-h")?,
             peer: Netns::new("sat-bdp-p")?,
+            bpffs: Bpffs::new("satellite-bench")?,
             work: tempfile::Builder::new()
                 .prefix("satellite-bench-")
                 .tempdir()?,
             agent,
         };
-        std::fs::create_dir(bench.bpffs())?;
-        crate::setup::run(
-            Command::new("mount")
-                .args(["-t", "bpf", "satellite-bench"])
-                .arg(bench.bpffs()),
-        )?;
-        bench.host.ip(&[
-            "link",
-            "add",
-            "uplink",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "wan",
-            "netns",
-            bench.peer.name(),
-        ])?;
+        bench.host.veth("uplink", &bench.peer, "wan")?;
         bench
             .host
             .ip(&["addr", "add", "198.18.0.1/24", "dev", "uplink"])?;
@@ -117,10 +96,6 @@ impl Bench {
         bench.host.ip(&["link", "set", "uplink", "up"])?;
         bench.peer.ip(&["link", "set", "wan", "up"])?;
         Ok(bench)
-    }
-
-    fn bpffs(&self) -> std::path::PathBuf {
-        self.work.path().join("bpffs")
     }
 
     fn agent_cmd(&self, args: &[&str]) -> Command {
@@ -149,7 +124,7 @@ impl Bench {
                     &format!("{IPERF_PORT}/tcp,{RR_PORT}/tcp"),
                 ])
                 .arg("--bpffs-dir")
-                .arg(self.bpffs().join("satellite"))
+                .arg(self.bpffs.path().join("satellite"))
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
             ),
@@ -181,16 +156,29 @@ impl Bench {
 }
 
 fn iptables(host: &Netns, op: &str) -> Result<()> {
-    crate::setup::run(
-        Command::new("ip")
-            .args(["netns", "exec", host.name(), "iptables", "-t", "nat", op])
-            .args(["PREROUTING", "-i", "uplink", "-p", "tcp", "-s"])
-            .arg(PEER.to_string())
-            .arg("-d")
-            .arg(S.to_string())
-            .args(["-j", "DNAT", "--to-destination"])
-            .arg(N.to_string()),
+    let (peer, s, n) = (PEER.to_string(), S.to_string(), N.to_string());
+    host.exec(
+        "iptables",
+        &[
+            "-t",
+            "nat",
+            op,
+            "PREROUTING",
+            "-i",
+            "uplink",
+            "-p",
+            "tcp",
+            "-s",
+            &peer,
+            "-d",
+            &s,
+            "-j",
+            "DNAT",
+            "--to-destination",
+            &n,
+        ],
     )
+    .map(drop)
 }
 
 /// A child killed on drop.
@@ -205,10 +193,7 @@ impl Drop for Server {
 
 /// Runs the benchmark.
 pub fn run(rounds: usize, seconds: u64) -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("bench datapath needs root (network namespaces, BPF, iptables)");
-    }
+    satellite_tests::netns::require_root("bench datapath")?;
     cargo(&["build", "--release", "--package", "satellite-agent"])?;
     let bench = Bench::new(target_dir().join("release/satellite-agent"))?;
     let duration = Duration::from_secs(seconds);
@@ -344,7 +329,7 @@ fn request_response(bench: &Bench, server: Ipv4Addr, duration: Duration) -> Resu
     let stop = Arc::new(AtomicBool::new(false));
     let listener = bench
         .host
-        .run(move || Ok(TcpListener::bind((server, RR_PORT))?))?;
+        .run(move || TcpListener::bind((server, RR_PORT)))?;
     let serving = std::thread::spawn(move || -> Result<()> {
         let (mut stream, _) = listener.accept()?;
         stream.set_nodelay(true)?;
@@ -471,13 +456,7 @@ fn empty_program_cost(bench: &Bench, duration: Duration) -> Result<Cost> {
             .arg(&object)
             .arg(&source),
     )?;
-    let tc = |args: &[&str]| {
-        crate::setup::run(
-            Command::new("ip")
-                .args(["netns", "exec", bench.host.name(), "tc"])
-                .args(args),
-        )
-    };
+    let tc = |args: &[&str]| bench.host.exec("tc", args).map(drop);
     tc(&["qdisc", "add", "dev", "uplink", "clsact"])?;
     let measured = (|| -> Result<Cost> {
         tc(&[

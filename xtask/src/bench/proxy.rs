@@ -18,7 +18,6 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
-use std::os::fd::AsRawFd as _;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -26,8 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use satellite_tests::cni::Netns;
-use satellite_tests::sandbox::netns;
+use satellite_tests::netns::{self, Netns};
 
 use crate::bench::target_dir;
 use crate::cargo;
@@ -90,10 +88,7 @@ struct Figures {
 
 /// Runs the benchmark and prints its table.
 pub fn run(options: Options) -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("bench proxy needs root (network namespaces)");
-    }
+    netns::require_root("bench proxy")?;
     for tool in ["haproxy", "socat", "iperf3", "ss"] {
         if Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
@@ -358,14 +353,14 @@ fn connection_rate(
         .map(|_| {
             let (ns, done, errors) = (ns.to_owned(), Arc::clone(&done), Arc::clone(&errors));
             std::thread::spawn(move || -> Result<()> {
-                enter(&ns)?;
-                while Instant::now() < deadline {
-                    match ping(addr) {
-                        Ok(()) => done.fetch_add(1, Ordering::Relaxed),
-                        Err(_) => errors.fetch_add(1, Ordering::Relaxed),
-                    };
-                }
-                Ok(())
+                netns::run_in(&ns, move || {
+                    while Instant::now() < deadline {
+                        match ping(addr) {
+                            Ok(()) => done.fetch_add(1, Ordering::Relaxed),
+                            Err(_) => errors.fetch_add(1, Ordering::Relaxed),
+                        };
+                    }
+                })
             })
         })
         .collect();
@@ -397,17 +392,13 @@ struct EchoServer {
 
 impl EchoServer {
     fn start(ns: &str, threads: usize) -> Result<EchoServer> {
-        let ns_owned = ns.to_owned();
-        let listener = std::thread::spawn(move || -> Result<TcpListener> {
-            enter(&ns_owned)?;
+        let listener = netns::run_in(ns, move || -> Result<TcpListener> {
             let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
             socket.set_reuse_address(true)?;
             socket.bind(&SocketAddr::from((PUB, ECHO_PORT)).into())?;
             socket.listen(4096)?;
             Ok(socket.into())
-        })
-        .join()
-        .map_err(|_| anyhow::anyhow!("echo listener thread panicked"))??;
+        })??;
         for _ in 0..threads {
             let listener = listener.try_clone()?;
             std::thread::spawn(move || {
@@ -433,22 +424,12 @@ impl Drop for EchoServer {
     }
 }
 
-/// Enters namespace `ns` on the calling thread (only on threads made for it).
-fn enter(ns: &str) -> Result<()> {
-    let file = std::fs::File::open(netns::path(ns))?;
-    // SAFETY: setns on a valid namespace fd; callers are threads spawned for this namespace.
-    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        bail!("setns {ns}: {}", std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// Waits until something listens on each of `ports` in namespace `ns` (`ss -ltn`).
 fn wait_listening(ns: &str, ports: &[u16]) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let out = Command::new("ip")
-            .args(["netns", "exec", ns, "ss", "-Hltn"])
+        let out = netns::command(ns, "ss")
+            .arg("-Hltn")
             .output()
             .context("running ss")?;
         let text = String::from_utf8_lossy(&out.stdout);
@@ -598,33 +579,11 @@ impl Topology {
         let (c, p, b) = (&topo.client, &topo.proxy, &topo.backend);
         for ns in [c, p, b] {
             // Many short connections: the whole port range, and TIME_WAIT reuse.
-            sysctl(ns.name(), "net.ipv4.ip_local_port_range=1024 65535")?;
-            sysctl(ns.name(), "net.ipv4.tcp_tw_reuse=1")?;
+            ns.sysctl("net.ipv4.ip_local_port_range=1024 65535")?;
+            ns.sysctl("net.ipv4.tcp_tw_reuse=1")?;
         }
-        c.ip(&[
-            "link",
-            "add",
-            "c0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "p0",
-            "netns",
-            p.name(),
-        ])?;
-        p.ip(&[
-            "link",
-            "add",
-            "p1",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "b0",
-            "netns",
-            b.name(),
-        ])?;
+        c.veth("c0", p, "p0")?;
+        p.veth("p1", b, "b0")?;
         for (ns, dev, addrs) in [
             (c, "c0", &["198.18.1.2/24"][..]),
             (p, "p0", &["198.18.1.1/24", "198.18.1.10/24"][..]),
@@ -637,23 +596,9 @@ impl Topology {
             ns.ip(&["link", "set", dev, "up"])?;
         }
         // The "direct" row: the proxy namespace routes between the two sides.
-        sysctl(p.name(), "net.ipv4.ip_forward=1")?;
+        p.sysctl("net.ipv4.ip_forward=1")?;
         c.ip(&["route", "add", "198.18.2.0/24", "via", "198.18.1.1"])?;
         b.ip(&["route", "add", "198.18.1.0/24", "via", "198.18.2.1"])?;
         Ok(topo)
     }
-}
-
-fn sysctl(ns: &str, setting: &str) -> Result<()> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns, "sysctl", "-qw", setting])
-        .output()
-        .context("running sysctl")?;
-    if !out.status.success() {
-        bail!(
-            "sysctl {setting} in {ns}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
 }
