@@ -166,18 +166,9 @@ pub fn cri_client(main_go: &Path) -> Result<Option<PathBuf>> {
     let dir = cnitool_cache_dir();
     std::fs::create_dir_all(&dir)?;
     let bin = dir.join(format!("cri-client-{key}"));
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join(".cri-client.lock"))?;
-    // SAFETY: flock on a descriptor we own; released when `lock` is dropped.
-    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
-        bail!(
-            "locking the cri-client build: {}",
-            std::io::Error::last_os_error()
-        );
-    }
+    // Held until this function returns: one build at a time.
+    let _lock = satellite_fsutil::lock(&dir.join(".cri-client.lock"))
+        .context("locking the cri-client build")?;
     if bin.exists() {
         return Ok(Some(bin));
     }

@@ -6,7 +6,6 @@
 //! `down` unmounts and removes it), `run/*.pid`, `logs/*.log` (kept by `down`).
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::AsRawFd as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -586,19 +585,6 @@ fn import_image(socket: &Path, tar: &Path) -> Result<()> {
 /// An exclusive `flock` on `<work dir>/.lock`, held while the guard lives, so two `up`/`down`
 /// on one work dir never interleave.
 fn lock(work_dir: &Path) -> Result<std::fs::File> {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(work_dir.join(".lock"))
-        .context("opening the work dir lock")?;
-    // SAFETY: flock on an open descriptor we own.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        bail!(
-            "locking {}: {}",
-            work_dir.display(),
-            std::io::Error::last_os_error()
-        );
-    }
-    Ok(file)
+    satellite_fsutil::lock(&work_dir.join(".lock"))
+        .with_context(|| format!("locking {}", work_dir.display()))
 }
