@@ -1,6 +1,6 @@
 //! Errors and the CNI error result (SPEC.md, "Error" section).
 //!
-//! Every error maps to one CNI error code ([`Error::code`]). Codes 1–99 are the spec's well-known
+//! Every error maps to one CNI error code ([`ErrorCode`]). Codes 1–99 are the spec's well-known
 //! codes; 100 and up are this plugin's own (the spec reserves them for plugins). The process exit
 //! status is the same number, so a shell sees what a runtime sees.
 
@@ -82,26 +82,76 @@ pub enum Error {
     InterfaceExists(String),
 }
 
-impl Error {
-    /// The CNI error code (and process exit status) of this error.
-    pub fn code(&self) -> u32 {
-        match self {
-            Self::IncompatibleVersion(_) => 1,
-            Self::UnsupportedField(_) => 2,
-            Self::UnknownContainer(_) => 3,
-            Self::InvalidEnvironment(_) => 4,
-            Self::Io { .. } => 5,
-            Self::Decode(_) => 6,
-            Self::InvalidConfig(_) => 7,
-            Self::TryAgain(_) => 11,
-            Self::NotAvailable(_) => 50,
-            Self::LimitedConnectivity(_) => 51,
-            Self::RangeExhausted { .. } => 100,
-            Self::Netlink { .. } => 101,
-            Self::CheckFailed(_) => 102,
-            Self::HostPortInUse { .. } => 103,
-            Self::InterfaceExists(_) => 104,
+/// A CNI error code (SPEC.md, "Error": 1–7 and 11 are the spec's well-known codes, 50–99
+/// reserved for the spec, 100 and up this plugin's own). The process exit status is the same
+/// number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum ErrorCode {
+    /// 1: incompatible CNI version.
+    IncompatibleVersion = 1,
+    /// 2: unsupported field in the network configuration.
+    UnsupportedField = 2,
+    /// 3: container unknown or does not exist.
+    UnknownContainer = 3,
+    /// 4: invalid necessary environment variables.
+    InvalidEnvironment = 4,
+    /// 5: I/O failure.
+    Io = 5,
+    /// 6: failed to decode content.
+    Decode = 6,
+    /// 7: invalid network config.
+    InvalidConfig = 7,
+    /// 11: try again later.
+    TryAgain = 11,
+    /// 50: the plugin is not available (STATUS).
+    NotAvailable = 50,
+    /// 51: the plugin can only provide limited connectivity (STATUS).
+    LimitedConnectivity = 51,
+    /// 100: the pod range has no free address.
+    RangeExhausted = 100,
+    /// 101: a netlink request failed.
+    Netlink = 101,
+    /// 102: CHECK found the attachment not as ADD left it.
+    CheckFailed = 102,
+    /// 103: a host port is taken.
+    HostPortInUse = 103,
+    /// 104: the interface already exists in the container.
+    InterfaceExists = 104,
+}
+
+impl From<&Error> for ErrorCode {
+    fn from(error: &Error) -> Self {
+        match error {
+            Error::IncompatibleVersion(_) => Self::IncompatibleVersion,
+            Error::UnsupportedField(_) => Self::UnsupportedField,
+            Error::UnknownContainer(_) => Self::UnknownContainer,
+            Error::InvalidEnvironment(_) => Self::InvalidEnvironment,
+            Error::Io { .. } => Self::Io,
+            Error::Decode(_) => Self::Decode,
+            Error::InvalidConfig(_) => Self::InvalidConfig,
+            Error::TryAgain(_) => Self::TryAgain,
+            Error::NotAvailable(_) => Self::NotAvailable,
+            Error::LimitedConnectivity(_) => Self::LimitedConnectivity,
+            Error::RangeExhausted { .. } => Self::RangeExhausted,
+            Error::Netlink { .. } => Self::Netlink,
+            Error::CheckFailed(_) => Self::CheckFailed,
+            Error::HostPortInUse { .. } => Self::HostPortInUse,
+            Error::InterfaceExists(_) => Self::InterfaceExists,
         }
+    }
+}
+
+impl From<ErrorCode> for std::process::ExitCode {
+    fn from(code: ErrorCode) -> Self {
+        std::process::ExitCode::from(code as u8)
+    }
+}
+
+impl Error {
+    /// The CNI error code of this error, as the number the error result carries.
+    pub fn code(&self) -> u32 {
+        u32::from(ErrorCode::from(self) as u8)
     }
 
     /// An [`Error::Io`] with `context`.

@@ -80,18 +80,19 @@ pub mod result;
 pub mod version;
 
 use std::io::{IsTerminal as _, Read as _, Write as _};
+use std::process::ExitCode;
 
 use serde::Serialize;
 use tracing::{error, info_span, warn};
 
 use crate::config::NetConf;
 use crate::env::{Command, Invocation};
-use crate::error::{Error, ErrorResult};
+use crate::error::{Error, ErrorCode, ErrorResult};
 use crate::version::{Version, VersionResult};
 
 /// Runs one invocation from the process environment and stdin, prints the result or error
-/// result on stdout, and returns the exit status (0, or the CNI error code).
-pub fn main() -> u8 {
+/// result on stdout, and returns the exit status (success, or the CNI error code).
+pub fn main() -> ExitCode {
     let inv = Invocation::from_env(|k| std::env::var(k).ok());
     let reads_stdin = !std::io::stdin().is_terminal();
     let mut stdin = Vec::new();
@@ -110,7 +111,8 @@ pub fn main() -> u8 {
         }
     };
     if inv.command == Command::Version {
-        return print(&VersionResult::default()).map_or_else(|e| fail(&stdin, &e), |()| 0);
+        return print(&VersionResult::default())
+            .map_or_else(|e| fail(&stdin, &e), |()| ExitCode::SUCCESS);
     }
     let conf = NetConf::parse(&stdin);
     match &conf {
@@ -137,7 +139,7 @@ pub fn main() -> u8 {
         warn!(keys = ?conf.unknown_keys, "ignoring unknown configuration keys");
     }
     match dispatch(&inv, &conf) {
-        Ok(()) => 0,
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&stdin, &e),
     }
 }
@@ -170,11 +172,11 @@ fn dispatch(inv: &Invocation, conf: &NetConf) -> Result<(), Error> {
 }
 
 /// Logs `e`, prints its error result on stdout and returns its code as the exit status.
-fn fail(stdin: &[u8], e: &Error) -> u8 {
+fn fail(stdin: &[u8], e: &Error) -> ExitCode {
     error!(code = e.code(), "{e}");
     let version = config::error_version(stdin);
     let _ = print(&ErrorResult::new(version, e));
-    u8::try_from(e.code()).unwrap_or(u8::MAX)
+    ErrorCode::from(e).into()
 }
 
 fn print<T: Serialize>(value: &T) -> Result<(), Error> {

@@ -1,4 +1,4 @@
-//! The one error type of the library, and the exit code each variant maps to.
+//! The one error type of the library, and the [`ExitCode`] each variant maps to.
 
 use std::path::PathBuf;
 
@@ -93,36 +93,91 @@ pub enum Error {
     },
 
     /// The ExecCredential could not be written to stdout.
+    ///
+    /// The OS error is in the message (the binary prints only the message), so it is not also
+    /// the `source()`.
     #[error("writing the ExecCredential to stdout: {0}")]
-    Output(#[source] std::io::Error),
+    Output(std::io::Error),
 
-    /// Starting the async runtime failed.
+    /// Starting the async runtime failed (the OS error is in the message).
     #[error("starting the tokio runtime: {0}")]
-    Runtime(#[source] std::io::Error),
+    Runtime(std::io::Error),
 }
 
-impl Error {
-    /// The process exit code for this error, as documented in the binary's crate doc:
-    /// `3` invalid input, `4` no credentials, `5` access denied, `6` STS unreachable, `1` otherwise.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Error::InvalidInput { .. } | Error::ExecInfo(_) => 3,
-            Error::NoCredentials(_) => 4,
-            Error::AccessDenied { .. } | Error::CredentialsRejected { .. } => 5,
-            Error::StsUnreachable { .. } => 6,
+/// The exit status of `satellite-credential-plugin` for a failure, as documented in the
+/// binary's crate doc (0 is success).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum ExitCode {
+    /// 1: any other failure (STS errors, signing, the cache, stdout).
+    Other = 1,
+    /// 2: bad command line (clap exits with it itself).
+    Usage = 2,
+    /// 3: invalid input, detected before any network call.
+    Invalid = 3,
+    /// 4: no AWS credentials found.
+    NoCredentials = 4,
+    /// 5: STS denied the AssumeRole, or rejected the caller's credentials.
+    Denied = 5,
+    /// 6: STS unreachable within the retry budget.
+    Unreachable = 6,
+}
+
+impl From<ExitCode> for std::process::ExitCode {
+    fn from(code: ExitCode) -> Self {
+        std::process::ExitCode::from(code as u8)
+    }
+}
+
+impl From<&Error> for ExitCode {
+    fn from(error: &Error) -> Self {
+        match error {
+            Error::InvalidInput { .. } | Error::ExecInfo(_) => ExitCode::Invalid,
+            Error::NoCredentials(_) => ExitCode::NoCredentials,
+            Error::AccessDenied { .. } | Error::CredentialsRejected { .. } => ExitCode::Denied,
+            Error::StsUnreachable { .. } => ExitCode::Unreachable,
             Error::Sts { .. }
             | Error::Signing(_)
             | Error::Cache { .. }
             | Error::Output(_)
-            | Error::Runtime(_) => 1,
+            | Error::Runtime(_) => ExitCode::Other,
         }
     }
+}
 
+impl Error {
     /// An [`Error::InvalidInput`] for `what`, saying `reason`.
     pub fn invalid(what: &'static str, reason: impl Into<String>) -> Self {
         Error::InvalidInput {
             what,
             reason: reason.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_are_the_documented_numbers() {
+        let codes = [
+            ExitCode::Other,
+            ExitCode::Usage,
+            ExitCode::Invalid,
+            ExitCode::NoCredentials,
+            ExitCode::Denied,
+            ExitCode::Unreachable,
+        ];
+        assert_eq!(codes.map(|c| c as u8), [1, 2, 3, 4, 5, 6]);
+        let unreachable = Error::StsUnreachable {
+            endpoint: "https://sts.us-east-1.amazonaws.com".into(),
+            message: "timed out".into(),
+        };
+        assert_eq!(ExitCode::from(&unreachable), ExitCode::Unreachable);
+        assert_eq!(
+            ExitCode::from(&Error::NoCredentials("none".into())),
+            ExitCode::NoCredentials
+        );
     }
 }

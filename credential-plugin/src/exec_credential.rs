@@ -155,7 +155,7 @@ mod tests {
         for (info, why) in rejected {
             let err = ApiVersion::from_exec_info(Some(info)).unwrap_err();
             assert!(err.to_string().contains(why), "{info}: {err}");
-            assert_eq!(err.exit_code(), 3);
+            assert_eq!(crate::ExitCode::from(&err), crate::ExitCode::Invalid);
         }
     }
 

@@ -354,7 +354,10 @@ mod tests {
         for (arn, why) in cases {
             let err = RoleArn::parse(arn).unwrap_err().to_string();
             assert!(err.contains(why), "{arn}: {err}");
-            assert_eq!(RoleArn::parse(arn).unwrap_err().exit_code(), 3);
+            assert_eq!(
+                crate::ExitCode::from(&RoleArn::parse(arn).unwrap_err()),
+                crate::ExitCode::Invalid
+            );
         }
     }
 

@@ -39,7 +39,7 @@ pub mod input;
 mod minter;
 pub mod token;
 
-pub use error::Error;
+pub use error::{Error, ExitCode};
 pub use minter::{
     AssumeRole, STS_MAX_ATTEMPTS, STS_OPERATION_TIMEOUT, TokenConfig, TokenMinter, profile_region,
 };

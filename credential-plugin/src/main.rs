@@ -36,13 +36,12 @@
 mod cli;
 
 use std::io::Write as _;
-use std::process::ExitCode;
 
 use clap::Parser as _;
 use satellite_credential_plugin::exec_credential::{self, ApiVersion, EXEC_INFO_ENV};
-use satellite_credential_plugin::{Error, TokenMinter, profile_region};
+use satellite_credential_plugin::{Error, ExitCode, TokenMinter, profile_region};
 
-fn main() -> ExitCode {
+fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     init_logging();
     let output = run(cli).and_then(|credential| {
@@ -53,10 +52,10 @@ fn main() -> ExitCode {
             .map_err(Error::Output)
     });
     match output {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("satellite-credential-plugin: error: {e}");
-            ExitCode::from(e.exit_code())
+            ExitCode::from(&e).into()
         }
     }
 }

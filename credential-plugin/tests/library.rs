@@ -73,5 +73,8 @@ async fn minter_assumes_the_role_once_and_signs_in_process() {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::CredentialsRejected { .. }), "{err}");
-    assert_eq!(err.exit_code(), 5);
+    assert_eq!(
+        satellite_credential_plugin::ExitCode::from(&err),
+        satellite_credential_plugin::ExitCode::Denied
+    );
 }
