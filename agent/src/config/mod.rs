@@ -301,30 +301,42 @@ impl TryFrom<raw::NodeConfig> for NodeConfig {
                 "must be a unix:///path socket URL",
             );
         }
-        if let Some(datapath) = &spec.datapath {
-            let node_ip = node.as_ref().and_then(NodeAddress::ip);
-            for problem in datapath.validate(node_ip) {
-                p.add(format!("spec.datapath.{}", problem.field), problem.message);
+        let datapath = match spec.datapath {
+            Some(raw) => {
+                let node_ip = node.as_ref().and_then(NodeAddress::ip);
+                match DatapathSpec::parse(raw, node_ip) {
+                    Ok(datapath) => Some(Some(datapath)),
+                    Err(problems) => {
+                        for problem in problems {
+                            p.add(format!("spec.datapath.{}", problem.field), problem.message);
+                        }
+                        None
+                    }
+                }
             }
-        }
+            None => Some(None),
+        };
         paths(&mut p, &spec.paths);
-        match (cluster, identity, node, pod_cidr, kubelet) {
-            (Some(cluster), Some(identity), Some(node), Some(pod_cidr), Some(kubelet))
-                if p.0.is_empty() =>
-            {
-                Ok(NodeConfig {
-                    spec: NodeSpec {
-                        cluster,
-                        identity,
-                        node,
-                        kubelet,
-                        container_runtime_endpoint: endpoint,
-                        pod_cidr,
-                        paths: spec.paths,
-                        datapath: spec.datapath,
-                    },
-                })
-            }
+        match (cluster, identity, node, pod_cidr, kubelet, datapath) {
+            (
+                Some(cluster),
+                Some(identity),
+                Some(node),
+                Some(pod_cidr),
+                Some(kubelet),
+                Some(datapath),
+            ) if p.0.is_empty() => Ok(NodeConfig {
+                spec: NodeSpec {
+                    cluster,
+                    identity,
+                    node,
+                    kubelet,
+                    container_runtime_endpoint: endpoint,
+                    pod_cidr,
+                    paths: spec.paths,
+                    datapath,
+                },
+            }),
             _ => Err(p.into_vec()),
         }
     }

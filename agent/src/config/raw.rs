@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
-use crate::datapath::spec::DatapathSpec;
+use crate::datapath::spec::RawDatapathSpec;
 use serde::{Deserialize, Serialize};
 
 /// A node configuration file as written.
@@ -48,7 +48,7 @@ pub struct NodeSpec {
     /// proxy); absent: `run` leaves the host's network alone. See
     /// [`crate::datapath::spec`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub datapath: Option<DatapathSpec>,
+    pub datapath: Option<RawDatapathSpec>,
 }
 
 fn default_pod_cidr() -> String {

@@ -6,9 +6,11 @@ use std::path::{Path, PathBuf};
 
 use super::AttachMode;
 use super::host;
-use super::spec::DatapathSpec;
+use super::host::HostError;
+use super::spec::{DatapathSpec, RawDatapathSpec};
 use crate::config::NodeConfig;
 use crate::error::AgentError;
+use crate::parse::ifname::IfName;
 
 /// `satellite-agent datapath …`.
 #[derive(Debug, clap::Subcommand)]
@@ -92,15 +94,16 @@ impl DatapathUpArgs {
     /// The node IP and settings of `datapath up`: the NodeConfig's, overridden by flags.
     ///
     /// Errors: [`AgentError::Config`] for an unusable NodeConfig, [`AgentError::Invalid`] when
-    /// no node IP is given. The merged settings are validated by [`host::up`].
+    /// no node IP is given, [`AgentError::Datapath`] with every problem of the merged
+    /// settings.
     pub fn settings(self) -> Result<(Ipv4Addr, DatapathSpec), AgentError> {
         let (mut spec, config_ip) = match &self.config {
             Some(path) => {
                 let config = NodeConfig::load(path)?;
                 let ip = config.spec.node.ip();
-                (config.spec.datapath.unwrap_or_default(), ip)
+                (config.spec.datapath.map(Into::into).unwrap_or_default(), ip)
             }
-            None => (DatapathSpec::default(), None),
+            None => (RawDatapathSpec::default(), None),
         };
         let node_ip = self.node_ip.or(config_ip).ok_or_else(|| {
             AgentError::Invalid(
@@ -127,6 +130,14 @@ impl DatapathUpArgs {
         if let Some(dir) = self.state_dir {
             spec.state_dir = dir;
         }
+        let spec = DatapathSpec::parse(spec, Some(node_ip)).map_err(|problems| {
+            HostError::Invalid(
+                problems
+                    .into_iter()
+                    .map(|p| format!("  - {}: {}", p.field, p.message))
+                    .collect(),
+            )
+        })?;
         Ok((node_ip, spec))
     }
 }
@@ -178,7 +189,7 @@ pub async fn command(command: DatapathCommand) -> Result<(), AgentError> {
                     .expect("the status is plain data and serializes");
                 println!("{text}");
             } else {
-                print!("{}", format_status(&status));
+                print!("{status}");
             }
             if status.intact() {
                 Ok(())
@@ -201,7 +212,7 @@ pub async fn leave(config: &Path) -> Result<(), AgentError> {
         eprintln!("the NodeConfig has no spec.datapath: nothing installed on the host");
         return Ok(());
     };
-    down(&spec.state_dir, spec.uplink.as_deref()).await
+    down(&spec.state_dir, spec.uplink.as_ref().map(IfName::as_str)).await
 }
 
 /// Removes the datapath on `uplink` (or the only one) recorded in `state_dir`; prints each
@@ -226,87 +237,4 @@ fn comma_list<T: std::fmt::Display>(items: &[T]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// The human-readable `datapath status`: one line per installed item, `MISSING` where it is
-/// gone.
-pub fn format_status(status: &host::Status) -> String {
-    use std::fmt::Write as _;
-    let r = &status.record;
-    let yes = |b: bool| if b { "present" } else { "MISSING" };
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "uplink        {} ({}), host address {}",
-        r.uplink,
-        if status.uplink_present {
-            "up"
-        } else {
-            "MISSING"
-        },
-        r.host_address
-    );
-    let _ = writeln!(
-        out,
-        "node IP       {}/32 on {}: {}{}",
-        r.node_ip,
-        r.spec.address_device,
-        yes(status.node_ip_present),
-        if r.address_added {
-            ""
-        } else {
-            " (not ours: it was there before)"
-        }
-    );
-    for route in &status.routes {
-        let _ = writeln!(
-            out,
-            "peer          {}{}: {}",
-            route.peer,
-            match (route.owned, route.gateway) {
-                (true, Some(gw)) => format!(", route /32 via {gw} dev {}", r.uplink),
-                (true, None) => format!(", route /32 dev {}", r.uplink),
-                (false, _) => ", existing route".to_owned(),
-            },
-            yes(route.present)
-        );
-    }
-    for program in &status.programs {
-        let _ = writeln!(
-            out,
-            "program       {:<7} {} id {}: {}",
-            program.hook,
-            r.mode,
-            program.id.map_or("-".to_owned(), |id| id.to_string()),
-            if program.attached {
-                "attached"
-            } else {
-                "NOT ATTACHED"
-            }
-        );
-    }
-    if let Ok(ports) = r.spec.allow_ports() {
-        let mut list: Vec<String> = ports
-            .ports
-            .iter()
-            .map(|(p, n)| format!("{n}/{p}"))
-            .collect();
-        if let Some(range) = ports.nodeports {
-            list.push(format!("{}-{} (tcp, udp)", range.start(), range.end()));
-        }
-        let _ = writeln!(out, "protected     {} (peers only)", list.join(", "));
-    }
-    if let Some(c) = &status.counters {
-        let _ = writeln!(
-            out,
-            "counters      ingress rewritten {}, egress rewritten {}, ICMP errors rewritten {}, \
-             dropped {}, errors {}",
-            c.ingress_rewritten,
-            c.egress_rewritten,
-            c.icmp_error_rewritten,
-            c.dropped_not_allowed,
-            c.errors
-        );
-    }
-    out
 }

@@ -120,6 +120,18 @@ impl AllowPorts {
     }
 }
 
+impl AllowPorts {
+    /// The entries that parse back into these ports (`10250/tcp`, `30000-32767`), canonical:
+    /// single ports first, sorted.
+    pub fn entries(&self) -> Vec<String> {
+        let mut entries: Vec<String> = self.ports.iter().map(|(p, n)| format!("{n}/{p}")).collect();
+        if let Some(range) = &self.nodeports {
+            entries.push(format!("{}-{}", range.start(), range.end()));
+        }
+        entries
+    }
+}
+
 impl fmt::Display for AllowPorts {
     /// `10250/tcp, 30000-32767 (tcp, udp)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -169,6 +181,7 @@ mod tests {
             parsed.to_string(),
             "10250/tcp, 53/udp, 30000-30100 (tcp, udp)"
         );
+        assert_eq!(AllowPorts::parse(&parsed.entries()).unwrap(), parsed);
         for bad in [
             &["0"][..],
             &["1-2", "3-4"],

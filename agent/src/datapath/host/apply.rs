@@ -75,7 +75,7 @@ pub async fn up(node_ip: Ipv4Addr, spec: &DatapathSpec) -> Result<Record, HostEr
 /// was missing).
 async fn apply(net: &Netlink, record: &Record) -> Result<Vec<String>, HostError> {
     let mut restored = Vec::new();
-    let device = &record.spec.address_device;
+    let device = record.spec.address_device.as_str();
     let device_index = net
         .link_index(device)
         .await
@@ -119,7 +119,7 @@ async fn apply(net: &Netlink, record: &Record) -> Result<Vec<String>, HostError>
             }
         }
     }
-    let config = record.nat_config()?;
+    let config = record.nat_config();
     if attached(net, record, uplink_index).await? {
         if let Some(mut datapath) = Datapath::open(&record.uplink, &record.pin_dir)? {
             datapath.set_config(&config)?;

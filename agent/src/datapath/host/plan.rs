@@ -22,7 +22,7 @@ pub async fn plan(
     node_ip: Ipv4Addr,
     spec: &DatapathSpec,
 ) -> Result<Record, HostError> {
-    let problems = spec.validate(Some(node_ip));
+    let problems = spec.node_ip_problems(node_ip);
     if !problems.is_empty() {
         return Err(HostError::Invalid(
             problems
@@ -35,7 +35,7 @@ pub async fn plan(
         return Err(datapath::Error::NoObject.into());
     }
     let uplink = match &spec.uplink {
-        Some(name) => name.clone(),
+        Some(name) => name.as_str().to_owned(),
         None => default_route_link(net).await?,
     };
     let uplink_index = net
@@ -48,7 +48,7 @@ pub async fn plan(
                  arrives on"
             ))
         })?;
-    let device = &spec.address_device;
+    let device = spec.address_device.as_str();
     let device_index = net
         .link_index(device)
         .await
@@ -132,7 +132,7 @@ pub async fn plan(
         address_added: !present.iter().any(|a| a.ip == node_ip && a.prefix == 32),
         routes,
     };
-    record.nat_config()?.validate()?;
+    record.nat_config().validate()?;
     Ok(record)
 }
 

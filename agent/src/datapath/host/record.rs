@@ -61,10 +61,8 @@ pub struct Record {
 
 impl Record {
     /// The tc programs' configuration.
-    pub(super) fn nat_config(&self) -> Result<crate::datapath::Config, HostError> {
-        self.spec
-            .nat_config(self.node_ip, self.host_address)
-            .map_err(|e| HostError::Invalid(vec![format!("allowPorts: {e}")]))
+    pub(super) fn nat_config(&self) -> crate::datapath::Config {
+        self.spec.nat_config(self.node_ip, self.host_address)
     }
 }
 

@@ -2,6 +2,7 @@
 //! routes, the programs and their statistics, the counters), changing nothing. Separate
 //! because it is read-only and serves `satellite-agent datapath status`.
 
+use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
@@ -94,7 +95,7 @@ pub async fn status(state_dir: &Path, uplink: Option<&str>) -> Result<Option<Sta
         .link_index(&record.uplink)
         .await
         .map_err(netlink(format!("looking up {}", record.uplink)))?;
-    let device = &record.spec.address_device;
+    let device = record.spec.address_device.as_str();
     let node_ip_present = match net
         .link_index(device)
         .await
@@ -166,4 +167,78 @@ pub async fn status(state_dir: &Path, uplink: Option<&str>) -> Result<Option<Sta
         counters,
         record,
     }))
+}
+
+impl fmt::Display for Status {
+    /// The human-readable `datapath status`: one line per installed item, `MISSING` where it
+    /// is gone.
+    fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let status = self;
+        let r = &status.record;
+        let yes = |b: bool| if b { "present" } else { "MISSING" };
+        writeln!(
+            out,
+            "uplink        {} ({}), host address {}",
+            r.uplink,
+            if status.uplink_present {
+                "up"
+            } else {
+                "MISSING"
+            },
+            r.host_address
+        )?;
+        writeln!(
+            out,
+            "node IP       {}/32 on {}: {}{}",
+            r.node_ip,
+            r.spec.address_device,
+            yes(status.node_ip_present),
+            if r.address_added {
+                ""
+            } else {
+                " (not ours: it was there before)"
+            }
+        )?;
+        for route in &status.routes {
+            writeln!(
+                out,
+                "peer          {}{}: {}",
+                route.peer,
+                match (route.owned, route.gateway) {
+                    (true, Some(gw)) => format!(", route /32 via {gw} dev {}", r.uplink),
+                    (true, None) => format!(", route /32 dev {}", r.uplink),
+                    (false, _) => ", existing route".to_owned(),
+                },
+                yes(route.present)
+            )?;
+        }
+        for program in &status.programs {
+            writeln!(
+                out,
+                "program       {:<7} {} id {}: {}",
+                program.hook,
+                r.mode,
+                program.id.map_or("-".to_owned(), |id| id.to_string()),
+                if program.attached {
+                    "attached"
+                } else {
+                    "NOT ATTACHED"
+                }
+            )?;
+        }
+        writeln!(out, "protected     {} (peers only)", r.spec.allow_ports)?;
+        if let Some(c) = &status.counters {
+            writeln!(
+                out,
+                "counters      ingress rewritten {}, egress rewritten {}, ICMP errors rewritten {}, \
+             dropped {}, errors {}",
+                c.ingress_rewritten,
+                c.egress_rewritten,
+                c.icmp_error_rewritten,
+                c.dropped_not_allowed,
+                c.errors
+            )?;
+        }
+        Ok(())
+    }
 }

@@ -91,7 +91,7 @@ pub(super) async fn teardown(net: &Netlink, record: &Record) -> Result<Vec<Strin
         Err(e) => errors.push(failed("listing the main routing table".into(), e)),
     }
     if record.address_added {
-        let device = &record.spec.address_device;
+        let device = record.spec.address_device.as_str();
         match net.link_index(device).await {
             Ok(Some(index)) => match net.addresses(index).await {
                 Ok(addresses) => {
