@@ -119,9 +119,16 @@ fn run(cli: Cli) -> Result<()> {
             // only the first run on a machine builds Kubernetes, ~4 min on 2 idle cores).
             sandbox::install::all()?;
             cargo(&["test", "--workspace", "--doc"])?;
-            let mut nextest: Vec<String> = ["nextest", "run", "--workspace", "--all-targets"]
-                .map(String::from)
-                .to_vec();
+            // Every failure in one run (CI runs once): no stop at the first.
+            let mut nextest: Vec<String> = [
+                "nextest",
+                "run",
+                "--workspace",
+                "--all-targets",
+                "--no-fail-fast",
+            ]
+            .map(String::from)
+            .to_vec();
             nextest.extend(root_test_selection(&args)?);
             nextest.extend(args);
             cargo(&nextest)?;
