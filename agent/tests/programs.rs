@@ -19,6 +19,9 @@
 //! The test run hands the programs an skb with `CHECKSUM_NONE`, so their helpers' incremental
 //! updates must produce complete, correct checksums; offload states (`CHECKSUM_PARTIAL` on
 //! egress, `CHECKSUM_COMPLETE` on ingress) are covered by `tests/datapath.rs` with real sockets.
+//!
+//! One file (over 500 lines): every test loads the same object and shares the packet builder
+//! in `packets/`.
 
 mod packets;
 

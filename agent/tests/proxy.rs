@@ -17,6 +17,8 @@
 //! servers are std sockets opened on threads that entered the client or backend namespace
 //! ([`Netns::run`]). Namespaces are deleted ([`Netns`]) and the proxy killed by guards, also
 //! when a test panics.
+//!
+//! One file (over 500 lines): every test runs in the same three-namespace topology.
 
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};

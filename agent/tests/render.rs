@@ -11,8 +11,10 @@
 //!
 //! and review `git diff agent/tests/golden`.
 //!
-//! Configs are built only from YAML text, through [`NodeConfig::parse`] and
-//! [`NodeConfig::validate`]; [`resolved`] is the one place that builds a [`Resolved`].
+//! Configs are built only from YAML text, through [`NodeConfig::from_yaml`] (raw serde types
+//! parsed into typed values); [`resolved`] is the one place that builds a [`Resolved`].
+//!
+//! One file (over 500 lines): the golden cases and the tables share the fixtures above.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;

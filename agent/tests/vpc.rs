@@ -14,6 +14,8 @@
 //! `satellite-agent datapath up --watch` with the proxy (198.18.20.1) as its peer, and a TCP
 //! server bound to N:10250. The link from the internet to the proxy has MTU 1280, so large
 //! replies from the host need path MTU discovery through the NAT.
+//!
+//! One file (over 500 lines): every test runs in the same four-namespace topology.
 
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};

@@ -1,5 +1,8 @@
 //! The network configuration on stdin (SPEC.md "Network configuration"), parsed and validated
 //! before anything touches the host. The keys are listed in the crate documentation.
+//!
+//! One file (over 500 lines with its tests): the whole stdin schema, its defaults and its
+//! validation read together, as the spec's section does.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;

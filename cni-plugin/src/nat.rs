@@ -23,6 +23,9 @@
 //! Why maps and not one rule per host port, as the reference `portmap` plugin does with
 //! iptables chains: adding and removing a map element is exact (no rule handles to find, no
 //! chain to list) and a lookup costs the same for 1 or 1000 ports.
+//!
+//! One file (over 500 lines): the table, its chains and sets and the messages that change
+//! them are one nf_tables object; ADD, DEL, CHECK and GC all edit the same structure.
 
 use std::io;
 use std::net::Ipv4Addr;

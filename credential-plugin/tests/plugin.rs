@@ -2,6 +2,9 @@
 //! byte-for-byte token equality, and `moto_server` with signature checking on for AssumeRole.
 //!
 //! Needs `cargo xtask setup` (moto + awscli venv, Debian faketime).
+//!
+//! One file (over 500 lines): every test compares the same binary with the same peer (the AWS
+//! CLI) through shared fixtures.
 
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt as _;

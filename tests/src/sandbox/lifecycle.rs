@@ -4,6 +4,9 @@
 //! `host-credentials`, `etcd/`, `containerd/`, `cni/net.d/`, `node/` and `kubelet/` (a joined
 //! node's files and kubelet state, see [`super::node`];
 //! `down` unmounts and removes it), `run/*.pid`, `logs/*.log` (kept by `down`).
+//!
+//! One file (over 500 lines): `up` and `down` are each other's inverse, step for step, and
+//! are kept side by side so that every start has its stop.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::PermissionsExt as _;

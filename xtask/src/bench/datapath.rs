@@ -20,6 +20,9 @@
 //! while a UDP flood and a request/response run go through our NAT, then `run_time_ns /
 //! run_cnt` of each program from `datapath status --json`, next to the same figure for an
 //! empty tc program (the floor of the measurement on this machine; read with `bpftool`).
+//!
+//! One file (over 500 lines): the topology, the three NAT variants and the report share one
+//! set of namespaces and must be read together to trust the comparison.
 
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};

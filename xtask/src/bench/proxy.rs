@@ -15,6 +15,9 @@
 //! proxy's CPU time in each. The "direct" row is the kernel routing the same traffic (no
 //! proxy): the ceiling. The table shows the median over the rounds (run in turn, so drift
 //! hits every proxy alike).
+//!
+//! One file (over 500 lines): the topology, the three proxies under test and the report share
+//! one set of namespaces and must be read together to trust the comparison.
 
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
