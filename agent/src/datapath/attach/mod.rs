@@ -6,7 +6,34 @@
 pub(super) mod netlink;
 pub(super) mod tcx;
 
+use aya::programs::ProgramError;
+use aya::programs::tc::{SchedClassifier, SchedClassifierLink, TcAttachOptions, TcAttachType};
 use aya::util::KernelVersion;
+
+use crate::datapath::Error;
+
+/// Attaches the loaded `program` (named `name`) to `interface`'s `attach_type` hook with
+/// `options` and takes the link from aya, so that dropping the program does not detach it.
+fn attach(
+    program: &mut SchedClassifier,
+    interface: &str,
+    attach_type: TcAttachType,
+    name: &str,
+    options: TcAttachOptions,
+) -> Result<SchedClassifierLink, Error> {
+    let program_error = |what: String| {
+        move |e: ProgramError| Error::Program {
+            what,
+            source: Box::new(e),
+        }
+    };
+    let link_id = program
+        .attach_with_options(interface, attach_type, options)
+        .map_err(program_error(format!("attaching {name} to {interface}")))?;
+    program
+        .take_link(link_id)
+        .map_err(program_error(format!("taking the link of {name}")))
+}
 
 /// How the programs are attached (`auto`, `tcx` or `netlink` in configuration files).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]

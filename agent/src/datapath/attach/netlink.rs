@@ -5,7 +5,6 @@
 
 use std::io;
 
-use aya::programs::ProgramError;
 use aya::programs::tc::{self, NlOptions, SchedClassifier, TcAttachOptions, TcAttachType};
 
 use crate::datapath::Error;
@@ -29,22 +28,13 @@ pub(in crate::datapath) fn attach_netlink(
     attach_type: TcAttachType,
     name: &str,
 ) -> Result<(), Error> {
-    let program_error = |what: String| {
-        move |e: ProgramError| Error::Program {
-            what,
-            source: Box::new(e),
-        }
-    };
-    let link_id = program
-        .attach_with_options(
-            interface,
-            attach_type,
-            TcAttachOptions::Netlink(NlOptions::default()),
-        )
-        .map_err(program_error(format!("attaching {name} to {interface}")))?;
-    let link = program
-        .take_link(link_id)
-        .map_err(program_error(format!("taking the link of {name}")))?;
+    let link = super::attach(
+        program,
+        interface,
+        attach_type,
+        name,
+        TcAttachOptions::Netlink(NlOptions::default()),
+    )?;
     // A netlink filter is no fd: dropping aya's handle would delete the filter. It stays until
     // teardown, which finds it by program name; the handle owns no resource, nothing leaks.
     std::mem::forget(link);

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::tc::{SchedClassifier, TcAttachOptions, TcAttachType};
-use aya::programs::{LinkOrder, ProgramError, ProgramInfo};
+use aya::programs::{LinkOrder, ProgramInfo};
 
 use crate::datapath::Error;
 
@@ -20,22 +20,13 @@ pub(in crate::datapath) fn attach_tcx(
     name: &str,
     link_path: &Path,
 ) -> Result<(), Error> {
-    let program_error = |what: String| {
-        move |e: ProgramError| Error::Program {
-            what,
-            source: Box::new(e),
-        }
-    };
-    let link_id = program
-        .attach_with_options(
-            interface,
-            attach_type,
-            TcAttachOptions::TcxOrder(LinkOrder::default()),
-        )
-        .map_err(program_error(format!("attaching {name} to {interface}")))?;
-    let link = program
-        .take_link(link_id)
-        .map_err(program_error(format!("taking the link of {name}")))?;
+    let link = super::attach(
+        program,
+        interface,
+        attach_type,
+        name,
+        TcAttachOptions::TcxOrder(LinkOrder::default()),
+    )?;
     let link = FdLink::try_from(link).map_err(|e| Error::Link {
         what: format!("the TCX link of {name}"),
         source: Box::new(e),
