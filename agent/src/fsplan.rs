@@ -65,14 +65,19 @@ impl Plan {
 
     /// The changes applying would make under `root`, per file (unchanged files omitted).
     ///
-    /// Errors: a file exists but cannot be read.
-    pub fn changes(&self, root: &Path) -> std::io::Result<Vec<(&FileSpec, Change)>> {
+    /// Errors: a file exists but cannot be read ([`ApplyError`] naming it).
+    pub fn changes(&self, root: &Path) -> Result<Vec<(&FileSpec, Change)>, ApplyError> {
         let mut out = Vec::new();
         for file in &self.files {
             let target = under(root, &file.path);
+            let reading = |source| ApplyError {
+                op: "reading",
+                path: target.clone(),
+                source,
+            };
             let change = match fs::read_to_string(&target) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(Change::Create),
-                Err(e) => return Err(e),
+                Err(e) => return Err(reading(e)),
                 Ok(old) if old != file.contents => Some(Change::Update(
                     TextDiff::from_lines(&old, &file.contents)
                         .unified_diff()
@@ -83,7 +88,7 @@ impl Plan {
                         .to_string(),
                 )),
                 Ok(_) => {
-                    let mode = fs::metadata(&target)?.permissions().mode() & 0o7777;
+                    let mode = current_mode(&target).map_err(reading)?;
                     (mode != file.mode).then_some(Change::Mode(mode, file.mode))
                 }
             };
@@ -94,8 +99,11 @@ impl Plan {
         Ok(out)
     }
 
-    /// A human-readable rendering of [`Plan::changes`] (`+++`/`---` diffs; new files in full).
-    pub fn diff(&self, root: &Path) -> std::io::Result<String> {
+    /// A human-readable rendering of [`Plan::changes`] (`+++`/`---` diffs; new files in full;
+    /// a mode change also when the contents change).
+    ///
+    /// Errors: as [`Plan::changes`].
+    pub fn diff(&self, root: &Path) -> Result<String, ApplyError> {
         let mut out = String::new();
         for (file, change) in self.changes(root)? {
             match change {
@@ -109,7 +117,25 @@ impl Plan {
                         out.push_str(&format!("+{line}\n"));
                     }
                 }
-                Change::Update(diff) => out.push_str(&diff),
+                Change::Update(diff) => {
+                    out.push_str(&diff);
+                    let target = under(root, &file.path);
+                    match current_mode(&target) {
+                        Ok(mode) if mode != file.mode => out.push_str(&format!(
+                            "mode {}: {mode:o} -> {:o}\n",
+                            file.path.display(),
+                            file.mode
+                        )),
+                        Ok(_) => {}
+                        Err(source) => {
+                            return Err(ApplyError {
+                                op: "reading",
+                                path: target,
+                                source,
+                            });
+                        }
+                    }
+                }
                 Change::Mode(from, to) => out.push_str(&format!(
                     "mode {}: {from:o} -> {to:o}\n",
                     file.path.display()
@@ -123,10 +149,7 @@ impl Plan {
     ///
     /// Errors: an I/O error naming the file; files staged before it are removed again.
     pub fn apply(&self, root: &Path) -> Result<Vec<PathBuf>, ApplyError> {
-        let changes = self.changes(root).map_err(|e| ApplyError {
-            path: root.to_owned(),
-            source: e,
-        })?;
+        let changes = self.changes(root)?;
         let mut staged = Vec::new();
         for (file, _) in &changes {
             let target = under(root, &file.path);
@@ -135,6 +158,7 @@ impl Plan {
                 Err(source) => {
                     // Nothing has been renamed yet: dropping the temp files undoes everything.
                     return Err(ApplyError {
+                        op: "writing",
                         path: target,
                         source,
                     });
@@ -144,6 +168,7 @@ impl Plan {
         let mut changed = Vec::new();
         for (tmp, target) in staged {
             tmp.commit().map_err(|source| ApplyError {
+                op: "writing",
                 path: target.clone(),
                 source,
             })?;
@@ -164,12 +189,19 @@ fn stage(target: &Path, file: &FileSpec) -> std::io::Result<satellite_fsutil::St
     satellite_fsutil::stage(target, file.contents.as_bytes(), file.mode)
 }
 
-/// Writing a planned file failed.
+/// Reading the current version of a planned file, or writing it, failed.
 #[derive(Debug, thiserror::Error)]
-#[error("writing {path}")]
+#[error("{op} {path}")]
 pub struct ApplyError {
+    /// `reading` or `writing`.
+    pub op: &'static str,
     /// The file.
     pub path: PathBuf,
     /// The I/O error.
     pub source: std::io::Error,
+}
+
+/// The permission bits of `path`.
+fn current_mode(path: &Path) -> std::io::Result<u32> {
+    Ok(fs::metadata(path)?.permissions().mode() & 0o7777)
 }

@@ -82,12 +82,10 @@ pub enum JoinError {
     /// A file could not be rendered.
     #[error("rendering: {0}")]
     Render(String),
-    /// Writing failed (files staged so far were discarded; none was renamed).
+    /// Reading the current files or writing the new ones failed (files staged so far were
+    /// discarded; none was renamed).
     #[error(transparent)]
     Apply(#[from] ApplyError),
-    /// Reading the current files for the diff failed.
-    #[error("reading current files")]
-    Io(#[from] std::io::Error),
 }
 
 impl From<&JoinError> for ExitCode {
@@ -97,10 +95,9 @@ impl From<&JoinError> for ExitCode {
             JoinError::Config(_) => ExitCode::Invalid,
             JoinError::Aws(_) => ExitCode::Aws,
             JoinError::ApiServer { .. } => ExitCode::Kube,
-            JoinError::Kubelet { .. }
-            | JoinError::Render(_)
-            | JoinError::Apply(_)
-            | JoinError::Io(_) => ExitCode::Other,
+            JoinError::Kubelet { .. } | JoinError::Render(_) | JoinError::Apply(_) => {
+                ExitCode::Other
+            }
         }
     }
 }

@@ -241,10 +241,9 @@ fn the_planned_mode_replaces_the_files_mode() {
         ("/b", "b\n", 0o644),
         ("/c", "new\n", 0o600),
     ]);
-    // FIXME(lead): when the contents change too, the diff (`--dry-run`) shows only the
-    // contents, not that the mode goes from 644 to 600.
+    // When the contents change too, the diff (`--dry-run`) also shows the mode change.
     let diff = plan.diff(root).unwrap();
-    assert!(!diff.contains("mode /c"), "{diff}");
+    assert!(diff.contains("mode /c: 644 -> 600"), "{diff}");
     let changed = plan.apply(root).unwrap();
     assert_eq!(changed, [at(root, "/a"), at(root, "/b"), at(root, "/c")]);
     assert_eq!(
@@ -334,15 +333,14 @@ fn apply_under_a_regular_file_fails_and_writes_nothing() {
     let before = tree(root);
     let err = plan.apply(root).expect_err("a path under a regular file");
     let text = err.to_string();
-    assert!(text.starts_with("writing "), "{text}");
+    assert!(text.starts_with("reading "), "{text}");
     assert!(
         err.source.kind() == std::io::ErrorKind::NotADirectory,
         "{text}: {:?}",
         err.source.kind()
     );
-    // FIXME(lead): the error names the root, not the file that could not be read
-    // (`/etc/kubernetes/pki/ca.crt`): `apply` maps every `changes` error to the root.
-    assert_eq!(err.path, root, "{text}");
+    // The error names the file that could not be read, not the root.
+    assert_eq!(err.path, at(root, "/etc/kubernetes/pki/ca.crt"), "{text}");
     assert_eq!(tree(root), before, "nothing written, no temp files");
     assert!(plan.diff(root).is_err(), "--dry-run fails the same way");
 }
