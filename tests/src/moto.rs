@@ -102,17 +102,7 @@ impl MotoServer {
     /// auth is off) and no shared config; add `.env(…)` to override.
     pub fn aws(&self) -> Command {
         let mut cmd = Command::new(tools::venv_bin("aws"));
-        cmd.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", std::env::temp_dir())
-            .env("AWS_CONFIG_FILE", "/dev/null")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
-            .env("AWS_SECRET_ACCESS_KEY", "setup-only")
-            .env("AWS_DEFAULT_REGION", "us-east-1")
-            .env("AWS_ENDPOINT_URL", self.url())
-            .stdin(Stdio::null());
+        tools::aws_cli_setup_env(&mut cmd, &self.url(), "us-east-1");
         cmd
     }
 

@@ -73,3 +73,24 @@ fn require(path: &Path, how: &str) {
         path.display()
     );
 }
+
+/// Sets up `cmd` (the venv's `aws`) for moto while its auth is off: a cleared environment
+/// with `PATH` and `HOME` only, no shared config or credentials files, no instance metadata,
+/// throwaway setup-only keys, `region`, every service at `endpoint`, stdin closed.
+pub fn aws_cli_setup_env<'a>(
+    cmd: &'a mut std::process::Command,
+    endpoint: &str,
+    region: &str,
+) -> &'a mut std::process::Command {
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", std::env::temp_dir())
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
+        .env("AWS_SECRET_ACCESS_KEY", "setup-only")
+        .env("AWS_DEFAULT_REGION", region)
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .stdin(std::process::Stdio::null())
+}

@@ -4,8 +4,6 @@
 //! auth-off moto — EKS cluster [`CLUSTER_NAME`] in that subnet, and the node's ENI (primary
 //! private IP [`NODE_IP`], the address the namespace carries on `lo`).
 
-use std::process::Stdio;
-
 use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
 
@@ -148,19 +146,9 @@ pub fn enable_auth(ns: &str, moto_url: &str) -> Result<()> {
 /// Runs the AWS CLI inside the namespace against `endpoint` with setup-only credentials
 /// (accepted while moto's auth is off) and returns its JSON output (`Null` when empty).
 fn aws_json(ns: &str, endpoint: &str, args: &[&str]) -> Result<Value> {
-    let out = netns::command(ns, tools::venv().join("bin/aws"))
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", std::env::temp_dir())
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
-        .env("AWS_SECRET_ACCESS_KEY", "setup-only")
-        .env("AWS_DEFAULT_REGION", REGION)
-        .env("AWS_ENDPOINT_URL", endpoint)
+    let mut cmd = netns::command(ns, tools::venv_bin("aws"));
+    let out = tools::aws_cli_setup_env(&mut cmd, endpoint, REGION)
         .args(args)
-        .stdin(Stdio::null())
         .output()
         .context("running the AWS CLI (run `cargo xtask setup`)")?;
     if !out.status.success() {

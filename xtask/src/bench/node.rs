@@ -20,17 +20,7 @@ use crate::cargo;
 /// Runs the benchmark; `settle`: how long to sample the agent's RSS once the node is Ready.
 pub fn run(settle: Duration) -> Result<()> {
     crate::sandbox::install::all()?;
-    cargo(&[
-        "build",
-        "--quiet",
-        "--release",
-        "-p",
-        "satellite-agent",
-        "-p",
-        "satellite-credential-plugin",
-        "-p",
-        "satellite-cni",
-    ])?;
+    let bins = crate::sandbox::node_binaries(true)?;
     cargo(&[
         "build",
         "--quiet",
@@ -39,12 +29,6 @@ pub fn run(settle: Duration) -> Result<()> {
         "--bin",
         "sandbox-authenticator",
     ])?;
-    let release = target_dir().join("release");
-    let bins = node::NodeBinaries {
-        agent: release.join("satellite-agent"),
-        credential_plugin: release.join("satellite-credential-plugin"),
-        cni_plugin: release.join("satellite-cni"),
-    };
     let dir = tempfile::Builder::new()
         .prefix("satsb-bench-")
         .tempdir_in("/tmp")?;

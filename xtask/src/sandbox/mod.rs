@@ -119,26 +119,35 @@ fn up(work_dir: PathBuf) -> Result<SandboxInfo> {
     Ok(info)
 }
 
-/// `sandbox join`: `up`, then this machine as a node of it, Ready; ends with
-/// `kubectl get nodes -o wide`.
-pub fn join(work_dir: PathBuf) -> Result<()> {
-    let info = up(work_dir)?;
-    crate::cargo(&[
-        "build",
-        "--quiet",
+/// Builds what a node runs (the agent, the credential plugin, the CNI plugin), `release` or
+/// debug, and returns their paths.
+pub fn node_binaries(release: bool) -> Result<node::NodeBinaries> {
+    let mut args = vec!["build", "--quiet"];
+    if release {
+        args.push("--release");
+    }
+    args.extend([
         "-p",
         "satellite-agent",
         "-p",
         "satellite-credential-plugin",
         "-p",
         "satellite-cni",
-    ])?;
-    let debug = crate::bench::target_dir().join("debug");
-    let bins = node::NodeBinaries {
-        agent: debug.join("satellite-agent"),
-        credential_plugin: debug.join("satellite-credential-plugin"),
-        cni_plugin: debug.join("satellite-cni"),
-    };
+    ]);
+    crate::cargo(&args)?;
+    let dir = crate::bench::target_dir().join(if release { "release" } else { "debug" });
+    Ok(node::NodeBinaries {
+        agent: dir.join("satellite-agent"),
+        credential_plugin: dir.join("satellite-credential-plugin"),
+        cni_plugin: dir.join("satellite-cni"),
+    })
+}
+
+/// `sandbox join`: `up`, then this machine as a node of it, Ready; ends with
+/// `kubectl get nodes -o wide`.
+pub fn join(work_dir: PathBuf) -> Result<()> {
+    let info = up(work_dir)?;
+    let bins = node_binaries(false)?;
     println!(
         "==> joining this machine: satellite-agent admin authorize, join, run ({})",
         node::config_path(&info).display()
