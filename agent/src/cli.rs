@@ -69,7 +69,7 @@ pub enum Command {
 /// `satellite-agent admin …`.
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
-    /// Map the node's IAM role (or user) to system:node:<name> in kube-system/aws-auth
+    /// Map the node's IAM role (or user) to system:node:NAME in kube-system/aws-auth
     Authorize(AdminArgs),
     /// Remove that mapping (and nothing else)
     Revoke(AdminArgs),
