@@ -1,43 +1,58 @@
 //! The README repeats some of the crate docs; these tests keep the copies identical, so they
-//! cannot drift.
+//! cannot drift. A copied table sits between `<!-- exit-codes: <source file> -->` and
+//! `<!-- /exit-codes -->` in the README and must equal the table in that file's `//!` docs.
 
 use std::path::Path;
 
 fn read(relative: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(relative);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(relative);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// The table rows (`| … |`) of `text`.
-fn rows<'a>(lines: impl Iterator<Item = &'a str>) -> Vec<String> {
+/// The table rows (`| … |`) among `lines`, up to the first line that is not one.
+fn table<'a>(lines: impl Iterator<Item = &'a str>) -> Vec<String> {
     lines
         .map(str::trim)
-        .filter(|l| l.starts_with('|'))
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
         .map(str::to_owned)
         .collect()
 }
 
 #[test]
-fn readme_exit_codes_are_the_crate_docs() {
-    let readme = read("../README.md");
-    let start = readme
-        .find("<!-- exit-codes: agent/src/error.rs -->")
-        .expect("README: the exit-codes marker");
-    let end = readme[start..]
-        .find("<!-- /exit-codes -->")
-        .expect("README: the end of the exit-codes table")
-        + start;
-    let in_readme = rows(readme[start..end].lines());
-    let source = read("src/error.rs");
-    let in_docs = rows(
-        source
-            .lines()
-            .filter_map(|l| l.strip_prefix("//!"))
-            .skip_while(|l| !l.contains("| code |")),
-    );
-    assert_eq!(in_readme.len(), 9, "README table: {in_readme:#?}");
+fn readme_exit_code_tables_are_the_crate_docs() {
+    let readme = read("README.md");
+    const OPEN: &str = "<!-- exit-codes: ";
+    let mut checked = Vec::new();
+    for (at, _) in readme.match_indices(OPEN) {
+        let rest = &readme[at + OPEN.len()..];
+        let source = &rest[..rest.find(" -->").expect("a closed marker")];
+        let end = rest
+            .find("<!-- /exit-codes -->")
+            .unwrap_or_else(|| panic!("README: no end marker after {source}"));
+        let in_readme = table(rest[..end].lines().skip(1));
+        let text = read(source);
+        let in_docs = table(
+            text.lines()
+                .filter_map(|l| l.strip_prefix("//!"))
+                .skip_while(|l| !l.contains("| code |")),
+        );
+        assert!(
+            in_readme.len() >= 9,
+            "README table of {source}: {in_readme:#?}"
+        );
+        assert_eq!(
+            in_readme, in_docs,
+            "README.md and {source} list different exit codes"
+        );
+        checked.push(source.to_owned());
+    }
+    checked.sort();
     assert_eq!(
-        in_readme, in_docs,
-        "README.md and agent/src/error.rs list different exit codes"
+        checked,
+        ["agent/src/error.rs", "credential-plugin/src/main.rs"],
+        "the README's exit-code tables"
     );
 }
