@@ -229,6 +229,58 @@ fn node_joins_runs_pods_survives_kubelet_crash_and_is_revoked() {
     });
     assert_eq!(answer.trim(), "satellite-pod");
 
+    // kubectl logs/exec: the API server reaches kubelet with its kubelet client certificate
+    // (authorised through RBAC, as on EKS) and trusts kubelet's serving certificate once its
+    // CSR is approved and signed. Approved here by the admin, as a person would.
+    let csr_name = csr["metadata"]["name"]
+        .as_str()
+        .expect("CSR name")
+        .to_owned();
+    let approve = kubectl(
+        &info,
+        &info.admin_kubeconfig,
+        home.path(),
+        &["certificate", "approve", &csr_name],
+    );
+    assert!(
+        approve.status.success(),
+        "{}",
+        String::from_utf8_lossy(&approve.stderr)
+    );
+    poll(
+        "the serving certificate issued",
+        Duration::from_secs(30),
+        || {
+            let csr = admin_json(&info, home.path(), &["get", "csr", &csr_name]);
+            csr["status"]["certificate"].as_str().map(drop)
+        },
+    );
+    let exec = poll("kubectl exec answers", Duration::from_secs(30), || {
+        let out = kubectl(
+            &info,
+            &info.admin_kubeconfig,
+            home.path(),
+            &[
+                "exec",
+                "web",
+                "--",
+                "/bin/busybox",
+                "echo",
+                "satellite-exec",
+            ],
+        );
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    });
+    assert_eq!(exec.trim(), "satellite-exec");
+    let logs = kubectl(&info, &info.admin_kubeconfig, home.path(), &["logs", "web"]);
+    assert!(
+        logs.status.success(),
+        "kubectl logs: {}",
+        String::from_utf8_lossy(&logs.stderr)
+    );
+
     // kubelet killed → the agent starts a new one, which talks to the API server again.
     let before = node::kubelet_pids(&info);
     assert_eq!(before.len(), 1, "one kubelet: {before:?}");

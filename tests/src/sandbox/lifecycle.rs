@@ -8,6 +8,7 @@
 //! One file (over 500 lines): `up` and `down` are each other's inverse, step for step, and
 //! are kept side by side so that every start has its stop.
 
+use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -234,6 +235,8 @@ pub fn up(opts: &UpOptions) -> Result<SandboxInfo> {
                 .arg(flag("service-account-signing-key-file", &pki.sa_key))
                 .arg(format!("--service-cluster-ip-range={SERVICE_CIDR}"))
                 .arg(flag("kubelet-certificate-authority", &pki.ca_cert))
+                .arg(flag("kubelet-client-certificate", &pki.kubelet_client_cert))
+                .arg(flag("kubelet-client-key", &pki.kubelet_client_key))
                 .arg("--kubelet-preferred-address-types=InternalIP")
                 .arg(flag(
                     "authentication-token-webhook-config-file",
@@ -246,6 +249,7 @@ pub fn up(opts: &UpOptions) -> Result<SandboxInfo> {
         },
     )?;
     wait_healthy(&work_dir, &ns, "kube-apiserver")?;
+    authorize_kubelet_client(&work_dir, &ns)?;
     progress(&t0, "kube-apiserver ready");
 
     start(
@@ -522,6 +526,54 @@ fn wait_healthy(work_dir: &Path, ns: &str, name: &str) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Binds kube-apiserver's kubelet client identity to `system:kubelet-api-admin`, so `kubectl
+/// logs/exec/port-forward` are authorised by the kubelet's webhook authorizer through RBAC, as
+/// on EKS. Idempotent (`kubectl apply`).
+fn authorize_kubelet_client(work_dir: &Path, ns: &str) -> Result<()> {
+    let binding = format!(
+        "apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: satellite-sandbox:kubelet-api-admin
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: system:kubelet-api-admin
+subjects:
+- apiGroup: rbac.authorization.k8s.io
+  kind: User
+  name: {}
+",
+        pki::KUBELET_CLIENT_USER
+    );
+    let mut child = netns::command(ns, "kubectl")
+        .arg("--kubeconfig")
+        .arg(work_dir.join("admin.kubeconfig"))
+        .args(["apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running kubectl apply")?;
+    child
+        .stdin
+        .take()
+        .context("kubectl's stdin")?
+        .write_all(binding.as_bytes())
+        .context("writing to kubectl apply")?;
+    let out = child
+        .wait_with_output()
+        .context("waiting for kubectl apply")?;
+    if !out.status.success() {
+        bail!(
+            "binding {} to system:kubelet-api-admin: {}",
+            pki::KUBELET_CLIENT_USER,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 /// Probes a component's health endpoint (inside the namespace).

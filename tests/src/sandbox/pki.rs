@@ -1,6 +1,7 @@
 //! The sandbox's PKI, generated with `rcgen` (ECDSA P-256): a cluster CA (also the signer of
-//! kube-controller-manager's CSR controllers), kube-apiserver's serving certificate, the
-//! service-account signing key and the static tokens. Files under `<work dir>/pki/`; private
+//! kube-controller-manager's CSR controllers), kube-apiserver's serving certificate, its client
+//! certificate for the kubelet API (as EKS's API server presents one), the service-account
+//! signing key and the static tokens. Files under `<work dir>/pki/`; private
 //! keys and tokens 0600.
 
 use std::net::IpAddr;
@@ -15,6 +16,10 @@ use time::{Duration, OffsetDateTime};
 
 use super::write_atomic;
 
+/// The user of kube-apiserver's kubelet client certificate (kubeadm's name), bound to the
+/// built-in ClusterRole `system:kubelet-api-admin` when the sandbox starts.
+pub const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
+
 /// Paths of the generated material.
 #[derive(Debug, Clone)]
 pub struct Pki {
@@ -26,6 +31,11 @@ pub struct Pki {
     pub apiserver_cert: PathBuf,
     /// Its key (0600).
     pub apiserver_key: PathBuf,
+    /// kube-apiserver's client certificate for kubelets (`--kubelet-client-certificate`):
+    /// user [`KUBELET_CLIENT_USER`], no group, so only RBAC authorises it on the kubelet API.
+    pub kubelet_client_cert: PathBuf,
+    /// Its key (0600).
+    pub kubelet_client_key: PathBuf,
     /// Service-account token signing key (0600).
     pub sa_key: PathBuf,
     /// Its public key.
@@ -84,6 +94,17 @@ pub fn generate(work_dir: &Path, apiserver_ips: &[IpAddr], apiserver_dns: &[&str
         .signed_by(&server_key, &issuer)
         .context("signing the apiserver certificate")?;
 
+    let client_key = KeyPair::generate().context("generating the kubelet client key")?;
+    let mut client = CertificateParams::default();
+    client.distinguished_name = name(KUBELET_CLIENT_USER);
+    client.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    client.not_before = now - Duration::hours(1);
+    client.not_after = now + Duration::days(365);
+    let client_cert = client
+        .signed_by(&client_key, &issuer)
+        .context("signing the kubelet client certificate")?;
+
     let sa_key = KeyPair::generate().context("generating the service-account key")?;
 
     let pki = Pki {
@@ -91,6 +112,8 @@ pub fn generate(work_dir: &Path, apiserver_ips: &[IpAddr], apiserver_dns: &[&str
         ca_key: file("ca.key"),
         apiserver_cert: file("apiserver.crt"),
         apiserver_key: file("apiserver.key"),
+        kubelet_client_cert: file("apiserver-kubelet-client.crt"),
+        kubelet_client_key: file("apiserver-kubelet-client.key"),
         sa_key: file("sa.key"),
         sa_pub: file("sa.pub"),
         token_file: file("tokens.csv"),
@@ -103,6 +126,16 @@ pub fn generate(work_dir: &Path, apiserver_ips: &[IpAddr], apiserver_dns: &[&str
     write_atomic(
         &pki.apiserver_key,
         server_key.serialize_pem().as_bytes(),
+        0o600,
+    )?;
+    write_atomic(
+        &pki.kubelet_client_cert,
+        client_cert.pem().as_bytes(),
+        0o644,
+    )?;
+    write_atomic(
+        &pki.kubelet_client_key,
+        client_key.serialize_pem().as_bytes(),
         0o600,
     )?;
     write_atomic(&pki.sa_key, sa_key.serialize_pem().as_bytes(), 0o600)?;
