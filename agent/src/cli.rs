@@ -73,6 +73,10 @@ pub enum AdminCommand {
     Authorize(AdminArgs),
     /// Remove that mapping (and nothing else)
     Revoke(AdminArgs),
+    /// Approve satellite nodes' kubelet-serving CSRs whose SANs are the node's own; deny forged ones
+    ApproveCsrs(crate::csr::ApproverArgs),
+    /// Print the ClusterRole and binding approve-csrs needs (pipe to kubectl apply -f -)
+    ApproverRbac(crate::csr::RbacArgs),
 }
 
 impl Command {
@@ -118,6 +122,8 @@ pub async fn dispatch(command: Command) -> Result<(), AgentError> {
         Command::Admin { command } => match command {
             AdminCommand::Authorize(args) => admin::command(Action::Authorize, &args).await,
             AdminCommand::Revoke(args) => admin::command(Action::Revoke, &args).await,
+            AdminCommand::ApproveCsrs(args) => crate::csr::command(&args).await,
+            AdminCommand::ApproverRbac(args) => crate::csr::rbac_command(&args),
         },
         Command::Datapath { command } => datapath::command(command).await,
         Command::Leave { config } => datapath::leave(&config).await,

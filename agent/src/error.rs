@@ -23,6 +23,7 @@ use std::path::PathBuf;
 
 use crate::admin::AdminError;
 use crate::config::ConfigError;
+use crate::csr::ApproverError;
 use crate::datapath::host::HostError;
 use crate::join::JoinError;
 use crate::proxy::ProxyError;
@@ -67,6 +68,9 @@ pub enum AgentError {
     /// `admin` failed.
     #[error(transparent)]
     Admin(#[from] AdminError),
+    /// `admin approve-csrs` or `admin approver-rbac` failed.
+    #[error(transparent)]
+    Approver(#[from] ApproverError),
     /// `datapath` or `leave` failed.
     #[error(transparent)]
     Datapath(#[from] HostError),
@@ -107,6 +111,7 @@ impl From<&AgentError> for ExitCode {
             AgentError::Run(e) => e.into(),
             AgentError::Proxy(e) => e.into(),
             AgentError::Admin(e) => e.into(),
+            AgentError::Approver(e) => e.into(),
             AgentError::Datapath(e) => e.into(),
             AgentError::Config(_) | AgentError::Invalid(_) | AgentError::Kubeconfig { .. } => {
                 ExitCode::Invalid

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod aws;
 pub mod cli;
 pub mod config;
+pub mod csr;
 pub mod datapath;
 pub mod error;
 pub mod fsplan;

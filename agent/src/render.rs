@@ -214,6 +214,9 @@ pub fn kubelet_flags(
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     labels.insert(COMPUTE_TYPE_LABEL.0, COMPUTE_TYPE_LABEL.1);
+    // At registration already (`run` keeps it afterwards): the serving-CSR approver judges
+    // only nodes that carry it, and kubelet files its CSR seconds after registering.
+    labels.insert(AGENT_VERSION_LABEL, env!("CARGO_PKG_VERSION"));
     let mut flags = vec![
         format!("--config={}", layout.kubelet_config.display()),
         format!("--kubeconfig={}", layout.kubeconfig.display()),

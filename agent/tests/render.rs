@@ -352,7 +352,7 @@ fn kubelet_files_carry_the_node_identity_and_no_secret() {
             "--hostname-override=fargate-ip-10-20-30-40.eu-central-1.compute.internal",
             "--node-labels=eks.amazonaws.com/compute-type=fargate,\
              k8s.amazonaws.com/accelerator=NVIDIA-A10G,nvidia.com/gpu.product=NVIDIA-A10G,\
-             satellite.dev/spot=,tier=gpu",
+             satellite.dev/agent-version=0.1.0,satellite.dev/spot=,tier=gpu",
             "--register-with-taints=nvidia.com/gpu=present:NoSchedule,dedicated:NoExecute",
         ] {
             assert!(
@@ -474,7 +474,10 @@ fn the_compute_type_label_cannot_be_overridden() {
     let resolved = resolved(&config, "1.31", "172.20.0.0/16");
     let flags = render::kubelet_flags(&config, &resolved, &render::Layout::new(&config)).unwrap();
     assert!(
-        flags.contains(&"--node-labels=eks.amazonaws.com/compute-type=fargate,zone=a".to_owned()),
+        flags.contains(
+            &"--node-labels=eks.amazonaws.com/compute-type=fargate,satellite.dev/agent-version=0.1.0,zone=a"
+                .to_owned()
+        ),
         "{flags:?}"
     );
 }

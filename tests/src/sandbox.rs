@@ -79,6 +79,9 @@ pub struct SandboxInfo {
     pub ca_file: PathBuf,
     /// A kubeconfig (0600) for a `system:masters` user with a static token.
     pub admin_kubeconfig: PathBuf,
+    /// A kubeconfig (0600) for [`pki::APPROVER_USER`], which has no rights until the
+    /// approver's RBAC is applied.
+    pub approver_kubeconfig: PathBuf,
     /// [`SERVICE_CIDR`].
     pub service_cidr: String,
     /// [`CLUSTER_DNS`].

@@ -139,7 +139,9 @@ fn node_joins_runs_pods_survives_kubelet_crash_and_is_revoked() {
             "{credential} in {kubeconfig}"
         );
     }
-    let csr = poll("kubelet's serving CSR", Duration::from_secs(30), || {
+    // kubelet files it once its node status carries an address; on a slow machine its
+    // certificate manager may be in a 30 s backoff by then.
+    let csr = poll("kubelet's serving CSR", Duration::from_secs(120), || {
         let list = admin_json(&info, home.path(), &["get", "csr"]);
         list["items"]
             .as_array()?
@@ -231,29 +233,50 @@ fn node_joins_runs_pods_survives_kubelet_crash_and_is_revoked() {
 
     // kubectl logs/exec: the API server reaches kubelet with its kubelet client certificate
     // (authorised through RBAC, as on EKS) and trusts kubelet's serving certificate once its
-    // CSR is approved and signed. Approved here by the admin, as a person would.
+    // CSR is approved and signed. Approved by `satellite-agent admin approve-csrs --watch`,
+    // running as its own user with only the RBAC `admin approver-rbac` prints.
     let csr_name = csr["metadata"]["name"]
         .as_str()
         .expect("CSR name")
         .to_owned();
-    let approve = kubectl(
-        &info,
-        &info.admin_kubeconfig,
-        home.path(),
-        &["certificate", "approve", &csr_name],
-    );
-    assert!(
-        approve.status.success(),
-        "{}",
-        String::from_utf8_lossy(&approve.stderr)
-    );
-    poll(
-        "the serving certificate issued",
+    let issued = poll(
+        "the serving CSR approved and its certificate issued",
         Duration::from_secs(30),
         || {
             let csr = admin_json(&info, home.path(), &["get", "csr", &csr_name]);
-            csr["status"]["certificate"].as_str().map(drop)
+            csr["status"]["certificate"]
+                .as_str()
+                .is_some()
+                .then_some(csr)
         },
+    );
+    let approved = issued["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Approved"))
+        .unwrap_or_else(|| panic!("no Approved condition: {issued}"));
+    assert_eq!(approved["reason"], "SatelliteNodeVerified", "{issued}");
+    let seconds = |v: &Value| {
+        v.as_str()
+            .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+            .unwrap_or_else(|| panic!("timestamp {v}"))
+            .as_second()
+    };
+    let latency =
+        seconds(&approved["lastUpdateTime"]) - seconds(&issued["metadata"]["creationTimestamp"]);
+    eprintln!("serving CSR {csr_name} approved {latency} s after creation (1 s resolution)");
+    assert!(
+        latency <= 2,
+        "approved {latency} s after creation: {issued}"
+    );
+    let approver_log = std::fs::read_to_string(processes::log_file(&info.work_dir, node::APPROVER))
+        .expect("approver log");
+    assert_eq!(
+        approver_log
+            .lines()
+            .filter(|l| l.contains("CSR decision") && l.contains(&csr_name))
+            .count(),
+        1,
+        "one audit line for {csr_name}: {approver_log}"
     );
     let exec = poll("kubectl exec answers", Duration::from_secs(30), || {
         let out = kubectl(
@@ -297,6 +320,36 @@ fn node_joins_runs_pods_survives_kubelet_crash_and_is_revoked() {
         || (lease_renew_time(&info, home.path(), &name) > renewed_before).then_some(()),
     );
     node::wait_ready(&info, &name, Duration::from_secs(60)).expect("Ready after restart");
+    // The new kubelet reuses its serving certificate: no new CSR, and exec still works.
+    let node_csrs = |list: &Value| {
+        list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["spec"]["username"] == format!("system:node:{name}"))
+            .count()
+    };
+    let exec_after = poll(
+        "kubectl exec after the restart",
+        Duration::from_secs(30),
+        || {
+            let out = kubectl(
+                &info,
+                &info.admin_kubeconfig,
+                home.path(),
+                &["exec", "web", "--", "/bin/busybox", "echo", "again"],
+            );
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        },
+    );
+    assert_eq!(exec_after.trim(), "again");
+    assert_eq!(
+        node_csrs(&admin_json(&info, home.path(), &["get", "csr"])),
+        1,
+        "the restarted kubelet filed a new serving CSR"
+    );
     assert_eq!(
         processes::running(&info.work_dir, node::AGENT),
         Some(agent_pid),

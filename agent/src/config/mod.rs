@@ -288,6 +288,21 @@ pub fn node_name(ip: Ipv4Addr, region: &Region) -> String {
     format!("fargate-ip-{a}-{b}-{c}-{d}.{region}.compute.internal")
 }
 
+/// The inverse of [`node_name`]: the IP a `fargate-ip-<a>-<b>-<c>-<d>.<region>.compute.internal`
+/// name encodes, `None` for any other name (also for `fargate-ip-010-…`, which [`node_name`]
+/// never writes).
+pub fn node_ip_from_name(name: &str) -> Option<Ipv4Addr> {
+    let rest = name.strip_prefix("fargate-ip-")?;
+    let (dashed, domain) = rest.split_once('.')?;
+    let region = domain.strip_suffix(".compute.internal")?;
+    if region.is_empty() || region.contains('.') {
+        return None;
+    }
+    let ip: Ipv4Addr = dashed.replace('-', ".").parse().ok()?;
+    let [a, b, c, d] = ip.octets();
+    (dashed == format!("{a}-{b}-{c}-{d}")).then_some(ip)
+}
+
 /// `clusterDNS` for a service CIDR: its network address + 10 (`10.100.0.0/16` →
 /// `10.100.0.10`).
 ///

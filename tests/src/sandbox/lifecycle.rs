@@ -144,6 +144,18 @@ pub fn up(opts: &UpOptions) -> Result<SandboxInfo> {
         .as_bytes(),
         0o600,
     )?;
+    let approver_kubeconfig = work_dir.join("pki/csr-approver.kubeconfig");
+    write_atomic(
+        &approver_kubeconfig,
+        config::kubeconfig(
+            &apiserver_url,
+            &pki.ca_cert,
+            pki::APPROVER_USER,
+            &pki.approver_token,
+        )
+        .as_bytes(),
+        0o600,
+    )?;
     let webhook_config = work_dir.join("pki/token-webhook.kubeconfig");
     write_atomic(
         &webhook_config,
@@ -304,6 +316,7 @@ pub fn up(opts: &UpOptions) -> Result<SandboxInfo> {
         apiserver_url,
         ca_file: pki.ca_cert.clone(),
         admin_kubeconfig,
+        approver_kubeconfig,
         service_cidr: SERVICE_CIDR.into(),
         cluster_dns: CLUSTER_DNS.into(),
         node_ip: NODE_IP.into(),
@@ -548,6 +561,18 @@ subjects:
 ",
         pki::KUBELET_CLIENT_USER
     );
+    kubectl_apply(work_dir, ns, &binding).with_context(|| {
+        format!(
+            "binding {} to system:kubelet-api-admin",
+            pki::KUBELET_CLIENT_USER
+        )
+    })
+}
+
+/// `kubectl apply -f -` of `manifest` with the admin kubeconfig, inside the namespace.
+///
+/// Errors: kubectl could not run, or failed (its stderr is the message).
+pub fn kubectl_apply(work_dir: &Path, ns: &str, manifest: &str) -> Result<()> {
     let mut child = netns::command(ns, "kubectl")
         .arg("--kubeconfig")
         .arg(work_dir.join("admin.kubeconfig"))
@@ -561,15 +586,14 @@ subjects:
         .stdin
         .take()
         .context("kubectl's stdin")?
-        .write_all(binding.as_bytes())
+        .write_all(manifest.as_bytes())
         .context("writing to kubectl apply")?;
     let out = child
         .wait_with_output()
         .context("waiting for kubectl apply")?;
     if !out.status.success() {
         bail!(
-            "binding {} to system:kubelet-api-admin: {}",
-            pki::KUBELET_CLIENT_USER,
+            "kubectl apply: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }

@@ -25,6 +25,8 @@ use super::{SandboxInfo, netns, processes, write_atomic};
 
 /// The agent's process name (pid file, log).
 pub const AGENT: &str = "satellite-agent";
+/// The serving-CSR approver's process name (pid file, log).
+pub const APPROVER: &str = "satellite-csr-approver";
 /// The node's directory inside the work dir.
 pub const NODE_DIR: &str = "node";
 /// How long a joined node may take to become Ready (measured: ~6 s from `run`).
@@ -237,6 +239,33 @@ pub fn start_agent(info: &SandboxInfo, bins: &NodeBinaries) -> Result<i32> {
     processes::spawn(&info.work_dir, AGENT, cmd)
 }
 
+/// Applies the approver's ClusterRole and binding (for [`super::pki::APPROVER_USER`]) and
+/// starts `satellite-agent admin approve-csrs --watch` as a sandbox process (a no-op when it
+/// is running); returns its pid.
+pub fn start_approver(info: &SandboxInfo, bins: &NodeBinaries) -> Result<i32> {
+    let rbac = agent_stdout(
+        info,
+        bins,
+        &[
+            "admin",
+            "approver-rbac",
+            "--user",
+            super::pki::APPROVER_USER,
+        ],
+    )?;
+    super::lifecycle::kubectl_apply(&info.work_dir, &info.netns, &rbac)
+        .context("applying the approver's RBAC")?;
+    if let Some(pid) = processes::running(&info.work_dir, APPROVER) {
+        return Ok(pid);
+    }
+    let mut cmd = netns::daemon_command(&info.netns, &bins.agent);
+    cmd.args(["admin", "approve-csrs", "--watch", "--kubeconfig"])
+        .arg(&info.approver_kubeconfig)
+        .args(["--service-cidr", &info.service_cidr])
+        .env_remove("KUBECONFIG");
+    processes::spawn(&info.work_dir, APPROVER, cmd)
+}
+
 /// Stops the agent (SIGTERM: it stops kubelet first). Safe when it is not running.
 pub fn stop_agent(info: &SandboxInfo) {
     processes::stop(&info.work_dir, AGENT);
@@ -299,6 +328,7 @@ pub fn wait_ready(info: &SandboxInfo, name: &str, timeout: Duration) -> Result<(
 pub fn up(info: &SandboxInfo, bins: &NodeBinaries) -> Result<NodeUp> {
     let name = node_name(info);
     write_config(info, bins)?;
+    start_approver(info, bins)?;
     admin(info, bins, "authorize")?;
     let t0 = Instant::now();
     join(info, bins)?;
@@ -436,6 +466,19 @@ fn create_cgroup_root(netns: &str) -> Result<()> {
 /// Runs `satellite-agent ARGS` inside the namespace; its stderr on success, an error with
 /// its stderr otherwise.
 fn agent(info: &SandboxInfo, bins: &NodeBinaries, args: &[&str]) -> Result<String> {
+    agent_output(info, bins, args).map(|(_, stderr)| stderr)
+}
+
+/// Like [`agent`], returning stdout.
+fn agent_stdout(info: &SandboxInfo, bins: &NodeBinaries, args: &[&str]) -> Result<String> {
+    agent_output(info, bins, args).map(|(stdout, _)| stdout)
+}
+
+fn agent_output(
+    info: &SandboxInfo,
+    bins: &NodeBinaries,
+    args: &[&str],
+) -> Result<(String, String)> {
     let out = netns::command(&info.netns, &bins.agent)
         .args(args)
         .env("AWS_EC2_METADATA_DISABLED", "true")
@@ -452,5 +495,5 @@ fn agent(info: &SandboxInfo, bins: &NodeBinaries, args: &[&str]) -> Result<Strin
             stderr.trim()
         );
     }
-    Ok(stderr)
+    Ok((String::from_utf8_lossy(&out.stdout).into_owned(), stderr))
 }

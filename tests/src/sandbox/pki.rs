@@ -19,6 +19,9 @@ use super::write_atomic;
 /// The user of kube-apiserver's kubelet client certificate (kubeadm's name), bound to the
 /// built-in ClusterRole `system:kubelet-api-admin` when the sandbox starts.
 pub const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
+/// The serving-CSR approver's user (a static token, no groups: only the RBAC that
+/// `satellite-agent admin approver-rbac` prints authorises it).
+pub const APPROVER_USER: &str = "satellite:csr-approver";
 
 /// Paths of the generated material.
 #[derive(Debug, Clone)]
@@ -46,6 +49,8 @@ pub struct Pki {
     pub admin_token: String,
     /// kube-controller-manager's bearer token (user `system:kube-controller-manager`).
     pub controller_manager_token: String,
+    /// The CSR approver's bearer token (user [`APPROVER_USER`]).
+    pub approver_token: String,
 }
 
 /// Generates a fresh PKI under `<work_dir>/pki`, replacing any previous one.
@@ -119,6 +124,7 @@ pub fn generate(work_dir: &Path, apiserver_ips: &[IpAddr], apiserver_dns: &[&str
         token_file: file("tokens.csv"),
         admin_token: super::random_hex(32)?,
         controller_manager_token: super::random_hex(32)?,
+        approver_token: super::random_hex(32)?,
     };
     write_atomic(&pki.ca_cert, ca_cert.pem().as_bytes(), 0o644)?;
     write_atomic(&pki.ca_key, ca_key.serialize_pem().as_bytes(), 0o600)?;
@@ -142,8 +148,8 @@ pub fn generate(work_dir: &Path, apiserver_ips: &[IpAddr], apiserver_dns: &[&str
     write_atomic(&pki.sa_pub, sa_key.public_key_pem().as_bytes(), 0o644)?;
     // token,user,uid,"groups"
     let tokens = format!(
-        "{},sandbox-admin,sandbox-admin,\"system:masters\"\n{},system:kube-controller-manager,system:kube-controller-manager\n",
-        pki.admin_token, pki.controller_manager_token
+        "{},sandbox-admin,sandbox-admin,\"system:masters\"\n{},system:kube-controller-manager,system:kube-controller-manager\n{},{APPROVER_USER},{APPROVER_USER}\n",
+        pki.admin_token, pki.controller_manager_token, pki.approver_token
     );
     write_atomic(&pki.token_file, tokens.as_bytes(), 0o600)?;
     Ok(pki)
