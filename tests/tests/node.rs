@@ -141,13 +141,18 @@ fn node_joins_runs_pods_survives_kubelet_crash_and_is_revoked() {
     }
     // kubelet files it once its node status carries an address; on a slow machine its
     // certificate manager may be in a 30 s backoff by then.
-    let csr = poll("kubelet's serving CSR", Duration::from_secs(120), || {
+    let node_csrs = || -> Vec<Value> {
         let list = admin_json(&info, home.path(), &["get", "csr"]);
         list["items"]
-            .as_array()?
-            .iter()
-            .find(|c| c["spec"]["username"] == format!("system:node:{name}"))
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["spec"]["username"] == format!("system:node:{name}"))
             .cloned()
+            .collect()
+    };
+    let csr = poll("kubelet's serving CSR", Duration::from_secs(120), || {
+        node_csrs().into_iter().next()
     });
     let extra = &csr["spec"]["extra"];
     assert_eq!(
@@ -321,14 +326,6 @@ fn node_joins_runs_pods_survives_kubelet_crash_and_is_revoked() {
     );
     node::wait_ready(&info, &name, Duration::from_secs(60)).expect("Ready after restart");
     // The new kubelet reuses its serving certificate: no new CSR, and exec still works.
-    let node_csrs = |list: &Value| {
-        list["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|c| c["spec"]["username"] == format!("system:node:{name}"))
-            .count()
-    };
     let exec_after = poll(
         "kubectl exec after the restart",
         Duration::from_secs(30),
@@ -346,7 +343,7 @@ fn node_joins_runs_pods_survives_kubelet_crash_and_is_revoked() {
     );
     assert_eq!(exec_after.trim(), "again");
     assert_eq!(
-        node_csrs(&admin_json(&info, home.path(), &["get", "csr"])),
+        node_csrs().len(),
         1,
         "the restarted kubelet filed a new serving CSR"
     );

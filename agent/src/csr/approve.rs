@@ -18,7 +18,7 @@ use kube::api::{ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 
-use super::decide::{Decision, Policy, Skip, decide, named_nodes};
+use super::decide::{Decision, Policy, Skip, decide, early_skip, named_nodes};
 
 /// How often a CSR whose Node is not registered yet is looked at again.
 const NOT_REGISTERED_REQUEUE: Duration = Duration::from_secs(1);
@@ -51,7 +51,9 @@ impl Approver {
     pub async fn judge(&self, csr: &CertificateSigningRequest) -> Result<Decision, kube::Error> {
         let nodes_api: kube::Api<Node> = kube::Api::all(self.client.clone());
         let mut nodes = BTreeMap::new();
-        if csr.spec.signer_name == super::decide::KUBELET_SERVING_SIGNER {
+        // No Node lookups for CSRs that are not ours or already decided (most of a restart's
+        // initial list).
+        if early_skip(csr).is_none() {
             for name in named_nodes(csr) {
                 if let Some(node) = nodes_api.get_opt(&name).await? {
                     nodes.insert(name, node);

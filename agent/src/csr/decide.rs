@@ -22,7 +22,6 @@
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
-use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -130,12 +129,6 @@ impl DenyReason {
     }
 }
 
-impl fmt::Display for DenyReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// Whether `node` is a satellite node: the Fargate compute-type label, the agent's version
 /// label, and a name that encodes an IPv4 address.
 pub fn is_satellite(node: &Node) -> bool {
@@ -161,26 +154,40 @@ pub fn is_decided(csr: &CertificateSigningRequest) -> bool {
     })
 }
 
+/// Why `csr` is left alone before any Node is looked at: another signer's, or already
+/// decided. `None`: [`decide`] needs the Nodes of [`named_nodes`].
+pub fn early_skip(csr: &CertificateSigningRequest) -> Option<Skip> {
+    if csr.spec.signer_name != KUBELET_SERVING_SIGNER {
+        Some(Skip::OtherSigner)
+    } else if is_decided(csr) {
+        Some(Skip::Decided)
+    } else {
+        None
+    }
+}
+
 /// The node names a CSR concerns: its requester's (`system:node:<n>`) and its CN's, when they
 /// have that form. The caller looks these Nodes up for [`decide`].
 pub fn named_nodes(csr: &CertificateSigningRequest) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
-    if let Some(name) = csr
-        .spec
-        .username
-        .as_deref()
-        .and_then(|u| u.strip_prefix(NODE_USER_PREFIX))
-    {
-        names.insert(name.to_owned());
-    }
-    if let Ok(request) = ParsedRequest::from_pem(&csr.spec.request.0) {
-        for cn in &request.common_names {
-            if let Some(name) = cn.strip_prefix(NODE_USER_PREFIX) {
-                names.insert(name.to_owned());
-            }
-        }
-    }
-    names
+    node_names(
+        csr,
+        ParsedRequest::from_pem(&csr.spec.request.0).ok().as_ref(),
+    )
+}
+
+fn node_names(
+    csr: &CertificateSigningRequest,
+    request: Option<&ParsedRequest>,
+) -> BTreeSet<String> {
+    let username = csr.spec.username.as_deref().into_iter();
+    let cns = request
+        .into_iter()
+        .flat_map(|r| r.common_names.iter().map(String::as_str));
+    username
+        .chain(cns)
+        .filter_map(|n| n.strip_prefix(NODE_USER_PREFIX))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Judges `csr`; `nodes` holds the registered Nodes among [`named_nodes`] (absent: not
@@ -190,13 +197,11 @@ pub fn decide(
     nodes: &BTreeMap<String, Node>,
     policy: &Policy,
 ) -> Decision {
-    if csr.spec.signer_name != KUBELET_SERVING_SIGNER {
-        return Decision::Skip(Skip::OtherSigner);
+    if let Some(skip) = early_skip(csr) {
+        return Decision::Skip(skip);
     }
-    if is_decided(csr) {
-        return Decision::Skip(Skip::Decided);
-    }
-    let names = named_nodes(csr);
+    let parsed = ParsedRequest::from_pem(&csr.spec.request.0);
+    let names = node_names(csr, parsed.as_ref().ok());
     let satellite: Vec<&Node> = names
         .iter()
         .filter_map(|n| nodes.get(n))
@@ -209,7 +214,7 @@ pub fn decide(
         }
         return Decision::Skip(Skip::NotSatellite);
     }
-    let request = match ParsedRequest::from_pem(&csr.spec.request.0) {
+    let request = match parsed {
         Ok(request) => request,
         Err(e) => {
             return Decision::Deny {
