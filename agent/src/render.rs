@@ -221,6 +221,13 @@ pub fn kubelet_flags(
         format!("--config={}", layout.kubelet_config.display()),
         format!("--kubeconfig={}", layout.kubeconfig.display()),
         format!("--root-dir={}", config.spec.paths.kubelet_dir.display()),
+        // kubelet's serving certificate lives under its root dir: `--cert-dir` defaults to
+        // /var/lib/kubelet/pki whatever `--root-dir` says, so a node with another kubeletDir
+        // would share (and reuse) the host's default one.
+        format!(
+            "--cert-dir={}",
+            config.spec.paths.kubelet_dir.join("pki").display()
+        ),
         format!("--node-ip={}", resolved.node_ip),
         format!("--hostname-override={}", resolved.node_name),
         format!(

@@ -348,6 +348,7 @@ fn kubelet_files_carry_the_node_identity_and_no_secret() {
             "--config=/etc/kubernetes/kubelet/config.yaml",
             "--kubeconfig=/etc/kubernetes/kubelet/kubeconfig",
             "--root-dir=/data/kubelet",
+            "--cert-dir=/data/kubelet/pki",
             "--node-ip=10.20.30.40",
             "--hostname-override=fargate-ip-10-20-30-40.eu-central-1.compute.internal",
             "--node-labels=eks.amazonaws.com/compute-type=fargate,\
