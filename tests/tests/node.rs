@@ -139,8 +139,6 @@ fn node_joins_runs_pods_survives_kubelet_crash_and_is_revoked() {
             "{credential} in {kubeconfig}"
         );
     }
-    // kubelet files it once its node status carries an address; on a slow machine its
-    // certificate manager may be in a 30 s backoff by then.
     let node_csrs = || -> Vec<Value> {
         let list = admin_json(&info, home.path(), &["get", "csr"]);
         list["items"]
@@ -151,7 +149,9 @@ fn node_joins_runs_pods_survives_kubelet_crash_and_is_revoked() {
             .cloned()
             .collect()
     };
-    let csr = poll("kubelet's serving CSR", Duration::from_secs(120), || {
+    // Filed because kubelet's `--cert-dir` is under this node's kubeletDir: a certificate an
+    // earlier run left elsewhere on the host is never reused.
+    let csr = poll("kubelet's serving CSR", Duration::from_secs(30), || {
         node_csrs().into_iter().next()
     });
     let extra = &csr["spec"]["extra"];
