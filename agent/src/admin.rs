@@ -22,8 +22,14 @@ use similar::TextDiff;
 use crate::config::{NodeConfig, node_name};
 use crate::error::{AgentError, ExitCode};
 
-/// The groups a node identity needs.
-pub const NODE_GROUPS: [&str; 2] = ["system:bootstrappers", "system:nodes"];
+/// The groups a node identity needs: EKS's Fargate mapping's. `system:node-proxier` is for
+/// kube-proxy, which `run` runs with the node's own identity (EKS binds the group to the
+/// `system:node-proxier` ClusterRole for Fargate: ClusterRoleBinding `eks:kube-proxy-fargate`).
+pub const NODE_GROUPS: [&str; 3] = [
+    "system:bootstrappers",
+    "system:nodes",
+    "system:node-proxier",
+];
 
 /// How many times a write is recomputed after losing a resourceVersion race.
 const CONFLICT_ATTEMPTS: usize = 5;

@@ -168,7 +168,8 @@ async fn check_api_server(
         ))),
         Err(kube::Error::Api(status)) if status.code == 403 => Err(fail(format!(
             "the node identity is not allowed to read its Node (403: {}); aws-auth must map the \
-             role to username system:node:{node_name} with groups system:bootstrappers, system:nodes",
+             role to username system:node:{node_name} with groups system:bootstrappers, \
+             system:nodes, system:node-proxier",
             status.message
         ))),
         Err(e) => Err(fail(format!(

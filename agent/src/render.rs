@@ -1,5 +1,6 @@
 //! Renders the node's files from a resolved NodeConfig: KubeletConfiguration, kubelet flags,
-//! kubeconfig (exec credential plugin), cluster CA, sysctls, CNI conflist, systemd unit.
+//! kubeconfig (exec credential plugin), cluster CA, sysctls, CNI conflist, systemd unit, and
+//! with `spec.kubeProxy` a KubeProxyConfiguration and kube-proxy's flags.
 //!
 //! Pure functions of their inputs (no I/O), so `join --dry-run` and tests see exactly what
 //! would be written.
@@ -115,6 +116,10 @@ pub struct Layout {
     pub kubeconfig: PathBuf,
     /// `<kubelet config dir>/flags.json`: kubelet's argv, read by `run`.
     pub kubelet_flags: PathBuf,
+    /// `<kubelet config dir>/kube-proxy.yaml`: the KubeProxyConfiguration.
+    pub kube_proxy_config: PathBuf,
+    /// `<kubelet config dir>/kube-proxy-flags.json`: kube-proxy's argv, read by `run`.
+    pub kube_proxy_flags: PathBuf,
     /// `<sysctl dir>/90-satellite.conf`.
     pub sysctl: PathBuf,
     /// `<cni config dir>/10-satellite.conflist`.
@@ -132,6 +137,8 @@ impl Layout {
             kubelet_config: paths.kubelet_config_dir.join("config.yaml"),
             kubeconfig: paths.kubelet_config_dir.join("kubeconfig"),
             kubelet_flags: paths.kubelet_config_dir.join("flags.json"),
+            kube_proxy_config: paths.kubelet_config_dir.join("kube-proxy.yaml"),
+            kube_proxy_flags: paths.kubelet_config_dir.join("kube-proxy-flags.json"),
             sysctl: paths.sysctl_dir.join("90-satellite.conf"),
             cni: paths.cni_config_dir.join("10-satellite.conflist"),
             unit: paths.systemd_dir.join("satellite-agent.service"),
@@ -162,6 +169,20 @@ pub fn plan(config: &NodeConfig, resolved: &Resolved) -> Result<Plan, String> {
         serde_json::to_string_pretty(&flags).map_err(|e| e.to_string())? + "\n",
         0o644,
     ));
+    if let Some(kube_proxy) = &config.spec.kube_proxy {
+        let proxy_config = kube_proxy_configuration(config, kube_proxy, resolved, &layout);
+        plan.add(FileSpec::new(
+            &layout.kube_proxy_config,
+            yaml(&proxy_config)?,
+            0o644,
+        ));
+        let flags = vec![format!("--config={}", layout.kube_proxy_config.display())];
+        plan.add(FileSpec::new(
+            &layout.kube_proxy_flags,
+            serde_json::to_string_pretty(&flags).map_err(|e| e.to_string())? + "\n",
+            0o644,
+        ));
+    }
     plan.add(FileSpec::new(&layout.sysctl, sysctl_conf(), 0o644));
     plan.add(FileSpec::new(&layout.cni, cni_conflist(config)?, 0o644));
     plan.add(FileSpec::new(&layout.unit, agent_unit(resolved), 0o644));
@@ -199,6 +220,39 @@ pub fn kubelet_configuration(
         kc[key] = value.clone();
     }
     Ok(kc)
+}
+
+/// The KubeProxyConfiguration (kubeproxy.config.k8s.io/v1alpha1) as JSON, with
+/// `spec.kubeProxy.config` merged over it (top-level keys replace).
+///
+/// kube-proxy authenticates with kubelet's kubeconfig: the node's own identity, whose
+/// aws-auth groups include `system:node-proxier` (as EKS's Fargate mapping does). NodePorts
+/// open on N only (`nodePortAddresses`), never on the host's own address S, which faces the
+/// internet; metrics and healthz stay on loopback; conntrack limits are left to the host
+/// (`maxPerCore: 0`).
+pub fn kube_proxy_configuration(
+    config: &NodeConfig,
+    kube_proxy: &crate::config::KubeProxySpec,
+    resolved: &Resolved,
+    layout: &Layout,
+) -> Value {
+    let mut kpc = json!({
+        "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+        "kind": "KubeProxyConfiguration",
+        "clientConnection": {"kubeconfig": layout.kubeconfig},
+        "hostnameOverride": resolved.node_name,
+        "bindAddress": resolved.node_ip.to_string(),
+        "clusterCIDR": config.spec.pod_cidr.to_string(),
+        "mode": "iptables",
+        "nodePortAddresses": [format!("{}/32", resolved.node_ip)],
+        "metricsBindAddress": "127.0.0.1:10249",
+        "healthzBindAddress": "127.0.0.1:10256",
+        "conntrack": {"maxPerCore": 0},
+    });
+    for (key, value) in &kube_proxy.config {
+        kpc[key] = value.clone();
+    }
+    kpc
 }
 
 /// kubelet's command line (without the binary): rendered flags, then `spec.kubelet.flags`.

@@ -84,6 +84,10 @@ spec:
     flags:
       - --v=2
       - --max-open-files=1000000
+  kubeProxy:
+    binary: /opt/kubernetes/bin/kube-proxy
+    config:
+      iptables: {syncPeriod: 10s}
   containerRuntime:
     endpoint: unix:///run/k3s/containerd/containerd.sock
   podCidr: 10.213.0.0/20
@@ -481,6 +485,63 @@ fn the_compute_type_label_cannot_be_overridden() {
         ),
         "{flags:?}"
     );
+}
+
+#[test]
+fn kube_proxy_serves_node_ports_on_the_node_ip_only_with_the_node_identity() {
+    let rich = config("rich", RICH);
+    let resolved = resolved(&rich, "1.31", "10.100.0.0/16");
+    let layout = render::Layout::new(&rich);
+    let spec = rich
+        .spec
+        .kube_proxy
+        .as_ref()
+        .expect("rich has spec.kubeProxy");
+    let kpc = render::kube_proxy_configuration(&rich, spec, &resolved, &layout);
+    assert_eq!(kpc["kind"], "KubeProxyConfiguration");
+    // NodePorts on N only: never on the host's own (internet-facing) address.
+    assert_eq!(
+        kpc["nodePortAddresses"],
+        serde_json::json!(["10.20.30.40/32"])
+    );
+    assert_eq!(kpc["bindAddress"], "10.20.30.40");
+    assert_eq!(kpc["hostnameOverride"], resolved.node_name);
+    // The node's own identity: kubelet's kubeconfig (exec plugin, no secret).
+    assert_eq!(
+        kpc["clientConnection"]["kubeconfig"],
+        layout.kubeconfig.display().to_string()
+    );
+    for key in ["metricsBindAddress", "healthzBindAddress"] {
+        let addr = kpc[key].as_str().unwrap_or_default();
+        assert!(addr.starts_with("127.0.0.1:"), "{key} = {addr}");
+    }
+    assert_eq!(kpc["clusterCIDR"], "10.213.0.0/20");
+    assert_eq!(kpc["iptables"], serde_json::json!({"syncPeriod": "10s"}));
+    let plan = render::plan(&rich, &resolved).expect("render");
+    let flags = plan
+        .files()
+        .iter()
+        .find(|f| f.path == layout.kube_proxy_flags)
+        .expect("kube-proxy flags planned");
+    let args: Vec<String> = serde_json::from_str(&flags.contents).expect("flags JSON");
+    assert_eq!(
+        args,
+        [format!("--config={}", layout.kube_proxy_config.display())]
+    );
+    // Without spec.kubeProxy nothing of kube-proxy is written.
+    let minimal = config("minimal", MINIMAL);
+    let layout = render::Layout::new(&minimal);
+    let plan = render::plan(&minimal, &resolved_for(&minimal)).expect("render");
+    assert!(
+        plan.files()
+            .iter()
+            .all(|f| f.path != layout.kube_proxy_config && f.path != layout.kube_proxy_flags),
+        "kube-proxy files without spec.kubeProxy"
+    );
+}
+
+fn resolved_for(config: &NodeConfig) -> Resolved {
+    resolved(config, "1.31", "172.20.0.0/16")
 }
 
 #[test]

@@ -27,6 +27,9 @@
 //!     taints: ["nvidia.com/gpu=present:NoSchedule"]
 //!     config: {maxPods: 110}                 # merged over the rendered KubeletConfiguration
 //!     flags: ["--v=2"]
+//!   kubeProxy:                               # optional: NodePort Services on the node IP
+//!     binary: /usr/bin/kube-proxy
+//!     config: {iptables: {syncPeriod: 30s}}  # merged over the rendered KubeProxyConfiguration
 //!   datapath:                                # optional: tc NAT with the proxy (see datapath::spec)
 //!     peers: [203.0.113.7]
 //! ```
@@ -52,6 +55,8 @@ pub use raw::Paths;
 pub const API_VERSION: &str = "satellite.dev/v1alpha1";
 /// The only `kind` this agent reads.
 pub const KIND: &str = "NodeConfig";
+/// kube-proxy's binary when `spec.kubeProxy.binary` is not set.
+pub const DEFAULT_KUBE_PROXY: &str = "/usr/bin/kube-proxy";
 /// kubelet's binary when `spec.kubelet.binary` is not set.
 pub const DEFAULT_KUBELET: &str = "/usr/bin/kubelet";
 
@@ -73,6 +78,8 @@ pub struct NodeSpec {
     pub node: NodeAddress,
     /// kubelet settings.
     pub kubelet: KubeletSpec,
+    /// kube-proxy settings; `None`: `run` does not run kube-proxy.
+    pub kube_proxy: Option<KubeProxySpec>,
     /// The CRI endpoint, `unix:///…`.
     pub container_runtime_endpoint: String,
     /// Node-local range for pod addresses (default `10.88.0.0/16`).
@@ -175,6 +182,15 @@ pub struct KubeletSpec {
     pub labels: BTreeMap<String, String>,
     /// Taints registered with the node.
     pub taints: Vec<Taint>,
+}
+
+/// `spec.kubeProxy`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KubeProxySpec {
+    /// The kube-proxy binary (absolute; default [`DEFAULT_KUBE_PROXY`]).
+    pub binary: PathBuf,
+    /// Fields merged over the rendered KubeProxyConfiguration (top-level keys replace).
+    pub config: BTreeMap<String, serde_json::Value>,
 }
 
 /// A problem in a configuration (NodeConfig, ProxyConfig, `spec.datapath`, or the flags that

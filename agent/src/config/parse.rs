@@ -9,9 +9,9 @@ use ipnet::Ipv4Net;
 use satellite_credential_plugin::input::{ClusterId, Region, RoleArn, SessionName};
 
 use super::{
-    API_VERSION, ApiServer, AwsEndpoints, ClusterSpec, CreateEni, DEFAULT_KUBELET, IdentitySpec,
-    KIND, KubeletSpec, NodeAddress, NodeConfig, NodeSpec, Paths, Problem, Problems, cluster_dns,
-    raw,
+    API_VERSION, ApiServer, AwsEndpoints, ClusterSpec, CreateEni, DEFAULT_KUBE_PROXY,
+    DEFAULT_KUBELET, IdentitySpec, KIND, KubeProxySpec, KubeletSpec, NodeAddress, NodeConfig,
+    NodeSpec, Paths, Problem, Problems, cluster_dns, raw,
 };
 use crate::datapath::spec::DatapathSpec;
 use crate::parse::aws::{EniId, SecurityGroupId, SubnetId};
@@ -32,6 +32,10 @@ impl TryFrom<raw::NodeConfig> for NodeConfig {
         let node = node(&mut p, spec.node);
         let pod_cidr = p.check("spec.podCidr", cidr_with_dns(&spec.pod_cidr));
         let kubelet = kubelet(&mut p, spec.kubelet);
+        let kube_proxy = match spec.kube_proxy {
+            Some(raw) => kube_proxy(&mut p, raw).map(Some),
+            None => Some(None),
+        };
         let endpoint = spec.container_runtime.endpoint;
         if !endpoint.starts_with("unix:///") {
             p.add(
@@ -55,13 +59,16 @@ impl TryFrom<raw::NodeConfig> for NodeConfig {
             None => Some(None),
         };
         paths(&mut p, &spec.paths);
-        match (cluster, identity, node, pod_cidr, kubelet, datapath) {
+        match (
+            cluster, identity, node, pod_cidr, kubelet, kube_proxy, datapath,
+        ) {
             (
                 Some(cluster),
                 Some(identity),
                 Some(node),
                 Some(pod_cidr),
                 Some(kubelet),
+                Some(kube_proxy),
                 Some(datapath),
             ) if p.0.is_empty() => Ok(NodeConfig {
                 spec: NodeSpec {
@@ -69,6 +76,7 @@ impl TryFrom<raw::NodeConfig> for NodeConfig {
                     identity,
                     node,
                     kubelet,
+                    kube_proxy,
                     container_runtime_endpoint: endpoint,
                     pod_cidr,
                     paths: spec.paths,
@@ -229,6 +237,17 @@ fn node(p: &mut Problems, raw: raw::NodeAddressSpec) -> Option<NodeAddress> {
             None
         }
     }
+}
+
+fn kube_proxy(p: &mut Problems, raw: raw::KubeProxySpec) -> Option<KubeProxySpec> {
+    let binary = match &raw.binary {
+        Some(binary) => p.check("spec.kubeProxy.binary", absolute(binary)),
+        None => Some(PathBuf::from(DEFAULT_KUBE_PROXY)),
+    };
+    Some(KubeProxySpec {
+        binary: binary?,
+        config: raw.config,
+    })
 }
 
 fn kubelet(p: &mut Problems, raw: raw::KubeletSpec) -> Option<KubeletSpec> {

@@ -34,6 +34,10 @@ pub struct NodeSpec {
     /// kubelet settings.
     #[serde(default)]
     pub kubelet: KubeletSpec,
+    /// kube-proxy, supervised by `run` next to kubelet (NodePort Services on N; EKS's
+    /// kube-proxy DaemonSet skips these nodes); absent: not run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kube_proxy: Option<KubeProxySpec>,
     /// The container runtime.
     #[serde(default)]
     pub container_runtime: ContainerRuntimeSpec,
@@ -156,6 +160,18 @@ pub struct KubeletSpec {
     /// Taints as `key[=value]:Effect`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub taints: Vec<String>,
+}
+
+/// `spec.kubeProxy`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KubeProxySpec {
+    /// The kube-proxy binary; default `/usr/bin/kube-proxy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binary: Option<PathBuf>,
+    /// Fields merged over the rendered KubeProxyConfiguration (top-level keys replace).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config: BTreeMap<String, serde_json::Value>,
 }
 
 /// `spec.containerRuntime`.

@@ -1,6 +1,7 @@
-//! `satellite-agent run`: the daemon. Starts and supervises kubelet with the flags `join`
-//! rendered, watches kubelet's health, keeps the Node's labels, tells systemd when the node
-//! is up (`Type=notify`), and stops kubelet on SIGTERM/SIGINT.
+//! `satellite-agent run`: the daemon. Starts and supervises kubelet (and, with
+//! `spec.kubeProxy`, kube-proxy) with the flags `join` rendered, watches their health, keeps
+//! the Node's labels, tells systemd when the node is up (`Type=notify`), and stops them on
+//! SIGTERM/SIGINT.
 
 pub mod labels;
 pub mod supervisor;
@@ -17,11 +18,13 @@ use crate::datapath::host::{self, HostError};
 use crate::datapath::watch;
 use crate::error::{ExitCode, Report};
 use crate::render::{AGENT_VERSION_LABEL, COMPUTE_TYPE_LABEL, Layout, under};
-use supervisor::KubeletCommand;
+use supervisor::{ChildCommand, Component};
 
 /// kubelet's health endpoint (KubeletConfiguration `healthzBindAddress`:`healthzPort`
 /// defaults).
 pub const KUBELET_HEALTHZ: &str = "http://127.0.0.1:10248/healthz";
+/// kube-proxy's health endpoint (the rendered `healthzBindAddress`).
+pub const KUBE_PROXY_HEALTHZ: &str = "http://127.0.0.1:10256/healthz";
 
 /// Inputs of `run`.
 #[derive(Debug, Clone)]
@@ -90,9 +93,19 @@ pub async fn run(options: &RunOptions) -> Result<(), RunError> {
         message: e.to_string(),
     })?;
     let minter = aws::minter(&config, root).await?;
-    let command = KubeletCommand {
+    let command = ChildCommand {
+        component: Component::Kubelet,
         binary: config.spec.kubelet.binary.clone(),
         args,
+    };
+    // Read before anything starts: a missing file is a `join` to run, not a restart loop.
+    let kube_proxy = match &config.spec.kube_proxy {
+        Some(spec) => Some(ChildCommand {
+            component: Component::KubeProxy,
+            binary: spec.binary.clone(),
+            args: read_json(&under(root, &layout.kube_proxy_flags))?,
+        }),
+        None => None,
     };
     let mut wanted = config.spec.kubelet.labels.clone();
     wanted.insert(COMPUTE_TYPE_LABEL.0.into(), COMPUTE_TYPE_LABEL.1.into());
@@ -126,7 +139,17 @@ pub async fn run(options: &RunOptions) -> Result<(), RunError> {
         });
     }
     let supervisor = tokio::spawn(supervisor::supervise(command, stop_rx.clone(), started_tx));
-    tokio::spawn(watch_health(stop_rx.clone()));
+    let mut health = vec![(Component::Kubelet, KUBELET_HEALTHZ)];
+    let proxy_supervisor = kube_proxy.map(|command| {
+        health.push((Component::KubeProxy, KUBE_PROXY_HEALTHZ));
+        let (proxy_started, _) = channel::channel(0u64);
+        tokio::spawn(supervisor::supervise(
+            command,
+            stop_rx.clone(),
+            proxy_started,
+        ))
+    });
+    tokio::spawn(watch_health(health, stop_rx.clone()));
     tokio::spawn(keep_labels(
         labels::NodeClient::new(endpoint, ca_pem, minter),
         node_name,
@@ -136,6 +159,12 @@ pub async fn run(options: &RunOptions) -> Result<(), RunError> {
     ));
     if let Err(e) = supervisor.await {
         tracing::error!(error = %Report(&e), "kubelet supervisor failed");
+    }
+    if let Some(Err(e)) = match proxy_supervisor {
+        Some(handle) => Some(handle.await),
+        None => None,
+    } {
+        tracing::error!(error = %Report(&e), "kube-proxy supervisor failed");
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     Ok(())
@@ -160,31 +189,37 @@ pub fn spawn_signal_handler(stop: channel::Sender<bool>) -> std::io::Result<()> 
     Ok(())
 }
 
-/// Polls kubelet's healthz every 2 s; the first success tells systemd we are ready, and every
-/// change of health is logged.
-async fn watch_health(mut stop: channel::Receiver<bool>) {
-    let mut healthy = false;
+/// Polls each component's healthz every 2 s; the first time all are healthy tells systemd
+/// we are ready, and every change of a component's health is logged.
+async fn watch_health(
+    endpoints: Vec<(Component, &'static str)>,
+    mut stop: channel::Receiver<bool>,
+) {
+    let mut healthy = vec![false; endpoints.len()];
     let mut notified = false;
     loop {
-        let now = tokio::task::spawn_blocking(|| {
-            ureq::get(KUBELET_HEALTHZ)
-                .config()
-                .timeout_global(Some(Duration::from_secs(2)))
-                .build()
-                .call()
-                .is_ok()
-        })
-        .await
-        .unwrap_or(false);
-        if now != healthy {
-            healthy = now;
-            tracing::info!(healthy, "kubelet health changed");
+        for ((component, url), was) in endpoints.iter().zip(healthy.iter_mut()) {
+            let url = *url;
+            let now = tokio::task::spawn_blocking(move || {
+                ureq::get(url)
+                    .config()
+                    .timeout_global(Some(Duration::from_secs(2)))
+                    .build()
+                    .call()
+                    .is_ok()
+            })
+            .await
+            .unwrap_or(false);
+            if now != *was {
+                *was = now;
+                tracing::info!(healthy = now, "{} health changed", component.name());
+            }
         }
-        if healthy && !notified {
+        if healthy.iter().all(|h| *h) && !notified {
             notified = true;
             let _ = sd_notify::notify(&[
                 sd_notify::NotifyState::Ready,
-                sd_notify::NotifyState::Status("kubelet healthy"),
+                sd_notify::NotifyState::Status("node components healthy"),
             ]);
         }
         tokio::select! {

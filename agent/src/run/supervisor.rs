@@ -1,5 +1,6 @@
-//! Runs kubelet as a child process: restarts it with capped exponential backoff, forwards
-//! its output into our logs, and stops it (SIGTERM, then SIGKILL after a grace period).
+//! Runs kubelet (and kube-proxy) as child processes: restarts each with capped exponential
+//! backoff, forwards its output into our logs (target `kubelet` or `kube-proxy`), and stops it
+//! (SIGTERM, then SIGKILL after a grace period).
 
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
@@ -13,14 +14,35 @@ use tokio::sync::watch;
 pub const BACKOFF_START: Duration = Duration::from_secs(1);
 /// Restart delays double up to this.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// A kubelet that ran this long resets the backoff.
+/// A child that ran this long resets the backoff.
 pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
-/// Time kubelet gets between SIGTERM and SIGKILL.
+/// Time a child gets between SIGTERM and SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(20);
 
-/// The kubelet command: binary and arguments (from `join`'s `flags.json`).
+/// What the agent supervises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Component {
+    /// kubelet (`flags.json`).
+    Kubelet,
+    /// kube-proxy (`kube-proxy-flags.json`).
+    KubeProxy,
+}
+
+impl Component {
+    /// `kubelet` or `kube-proxy`: log field and message prefix.
+    pub fn name(self) -> &'static str {
+        match self {
+            Component::Kubelet => "kubelet",
+            Component::KubeProxy => "kube-proxy",
+        }
+    }
+}
+
+/// A supervised command: binary and arguments (from `join`'s flags files).
 #[derive(Debug, Clone)]
-pub struct KubeletCommand {
+pub struct ChildCommand {
+    /// Which component it is.
+    pub component: Component,
     /// The binary.
     pub binary: PathBuf,
     /// Its arguments.
@@ -53,15 +75,16 @@ impl Backoff {
     }
 }
 
-/// Supervises kubelet until `shutdown` turns true; then stops it and returns.
+/// Supervises `command` until `shutdown` turns true; then stops it and returns.
 ///
-/// `started` is bumped every time a new kubelet process starts (the label reconciler
-/// listens to it).
+/// `started` is bumped every time a new process starts (the label reconciler listens to
+/// kubelet's).
 pub async fn supervise(
-    command: KubeletCommand,
+    command: ChildCommand,
     mut shutdown: watch::Receiver<bool>,
     started: watch::Sender<u64>,
 ) {
+    let name = command.component.name();
     let mut backoff = Backoff::default();
     let mut generation = 0;
     loop {
@@ -69,7 +92,7 @@ pub async fn supervise(
         let mut child = match spawn(&command) {
             Ok(child) => child,
             Err(e) => {
-                tracing::error!(binary = %command.binary.display(), error = %crate::error::Report(&e), "cannot start kubelet");
+                tracing::error!(binary = %command.binary.display(), error = %crate::error::Report(&e), "cannot start {name}");
                 let delay = backoff.after_exit(Duration::ZERO);
                 if wait_or_shutdown(delay, &mut shutdown).await {
                     return;
@@ -79,25 +102,25 @@ pub async fn supervise(
         };
         generation += 1;
         started.send_replace(generation);
-        tracing::info!(pid = child.id(), generation, "kubelet started");
+        tracing::info!(pid = child.id(), generation, "{name} started");
         let exited = tokio::select! {
             status = child.wait() => Some(status),
             _ = shutdown.wait_for(|stop| *stop) => None,
         };
         let Some(status) = exited else {
-            stop(&mut child).await;
+            stop(name, &mut child).await;
             return;
         };
         let ran = start.elapsed();
         let delay = backoff.after_exit(ran);
-        log_exit(status, ran, delay);
+        log_exit(name, status, ran, delay);
         if wait_or_shutdown(delay, &mut shutdown).await {
             return;
         }
     }
 }
 
-fn spawn(command: &KubeletCommand) -> std::io::Result<Child> {
+fn spawn(command: &ChildCommand) -> std::io::Result<Child> {
     let mut child = Command::new(&command.binary)
         .args(&command.args)
         .stdin(Stdio::null())
@@ -105,37 +128,47 @@ fn spawn(command: &KubeletCommand) -> std::io::Result<Child> {
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
+    let component = command.component;
     if let Some(out) = child.stdout.take() {
-        tokio::spawn(forward(BufReader::new(out)));
+        tokio::spawn(forward(component, BufReader::new(out)));
     }
     if let Some(err) = child.stderr.take() {
-        tokio::spawn(forward(BufReader::new(err)));
+        tokio::spawn(forward(component, BufReader::new(err)));
     }
     Ok(child)
 }
 
-/// kubelet logs in klog format; each line becomes one of our events (target `kubelet`).
-async fn forward<R: tokio::io::AsyncRead + Unpin>(reader: BufReader<R>) {
+/// kubelet and kube-proxy log in klog format; each line becomes one of our events, at the
+/// klog line's level (target `kubelet` or `kube-proxy`: a tracing target is static).
+async fn forward<R: tokio::io::AsyncRead + Unpin>(component: Component, reader: BufReader<R>) {
+    macro_rules! emit {
+        ($target:literal, $line:expr) => {
+            match $line.as_bytes().first() {
+                Some(b'E' | b'F') => tracing::error!(target: $target, "{}", $line),
+                Some(b'W') => tracing::warn!(target: $target, "{}", $line),
+                _ => tracing::info!(target: $target, "{}", $line),
+            }
+        };
+    }
     let mut lines = reader.lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        match line.as_bytes().first() {
-            Some(b'E' | b'F') => tracing::error!(target: "kubelet", "{line}"),
-            Some(b'W') => tracing::warn!(target: "kubelet", "{line}"),
-            _ => tracing::info!(target: "kubelet", "{line}"),
+        match component {
+            Component::Kubelet => emit!("kubelet", line),
+            Component::KubeProxy => emit!("kube-proxy", line),
         }
     }
 }
 
-fn log_exit(status: std::io::Result<ExitStatus>, ran: Duration, delay: Duration) {
+fn log_exit(name: &str, status: std::io::Result<ExitStatus>, ran: Duration, delay: Duration) {
     match status {
         Ok(status) => tracing::warn!(
             %status,
             ran_s = ran.as_secs(),
             restart_in_s = delay.as_secs_f32(),
-            "kubelet exited; restarting"
+            "{name} exited; restarting"
         ),
         Err(e) => {
-            tracing::error!(error = %crate::error::Report(&e), "waiting for kubelet failed; restarting")
+            tracing::error!(error = %crate::error::Report(&e), "waiting for {name} failed; restarting")
         }
     }
 }
@@ -149,15 +182,15 @@ async fn wait_or_shutdown(delay: Duration, shutdown: &mut watch::Receiver<bool>)
 }
 
 /// SIGTERM, then SIGKILL after [`STOP_GRACE`].
-async fn stop(child: &mut Child) {
+async fn stop(name: &str, child: &mut Child) {
     if let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) {
         // SAFETY: kill(2) with a pid of our own unreaped child and a valid signal number.
         unsafe { libc::kill(pid, libc::SIGTERM) };
     }
     match tokio::time::timeout(STOP_GRACE, child.wait()).await {
-        Ok(status) => tracing::info!(?status, "kubelet stopped"),
+        Ok(status) => tracing::info!(?status, "{name} stopped"),
         Err(_) => {
-            tracing::warn!("kubelet ignored SIGTERM; killing it");
+            tracing::warn!("{name} ignored SIGTERM; killing it");
             let _ = child.kill().await;
         }
     }
