@@ -1,16 +1,20 @@
 //! The local sandbox cluster: a real Kubernetes v1.20.2 control plane (etcd, kube-apiserver,
 //! kube-controller-manager), containerd, two moto servers (AWS stand-ins) and the EKS-style
-//! token webhook, all inside a network namespace of their own, so the node IP can come from
-//! 198.18.0.0/15 without touching the host's network.
+//! token webhook, in network namespaces of their own laid out as the mission's address picture
+//! ([`topology`]: the VPC, the internet with the GPU cloud's 1:1 NAT, the GPU host), so every
+//! address comes from 198.18.0.0/15 without touching the host's network.
 //!
 //! - [`SandboxInfo`] is the contract: `sandbox up` writes it to `<work dir>/sandbox.json`, and
 //!   everything else (the agent's tests, `cargo xtask sandbox exec`) reads it from there.
 //! - [`lifecycle`] starts ([`lifecycle::up`]), checks ([`lifecycle::status`]) and stops
 //!   ([`lifecycle::down`]) a sandbox; `cargo xtask sandbox` and the tests share it.
-//! - [`crate::netns`] runs commands and threads inside the namespace.
+//! - [`crate::netns`] runs commands and threads inside the namespaces.
 //!
-//! Addresses inside the namespace: `198.18.0.1` (kube-apiserver), `198.18.0.10` (the node IP,
-//! for `kubelet --node-ip`), both /32 on `lo`; every other server listens on `127.0.0.1`.
+//! The VPC namespace ([`SandboxInfo::netns`]) holds the control plane, moto and the proxy:
+//! kube-apiserver listens on its private address `198.18.0.1` and on the public endpoint
+//! [`topology::PUBLIC_ENDPOINT_IP`], moto on the public endpoint, etcd, the token webhook and
+//! the controller-manager on `127.0.0.1`. containerd and a joined node run in
+//! [`SandboxInfo::host_netns`].
 
 pub mod config;
 pub mod fixtures;
@@ -19,6 +23,7 @@ pub mod node;
 pub mod pki;
 pub mod processes;
 pub mod testing;
+pub mod topology;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -36,14 +41,15 @@ pub const REGION: &str = "us-east-1";
 pub const SERVICE_CIDR: &str = "198.19.0.0/16";
 /// The cluster DNS address a kubelet must be given: the service CIDR's `.10`.
 pub const CLUSTER_DNS: &str = "198.19.0.10";
-/// The node IP, present on `lo` inside the namespace.
+/// The node IP N: held by the proxy in the VPC namespace, and put on the host's `lo` by the
+/// agent's datapath.
 pub const NODE_IP: &str = "198.18.0.10";
-/// The address kube-apiserver binds and advertises inside the namespace.
+/// kube-apiserver's private address in the VPC (its `--advertise-address`).
 pub const APISERVER_IP: &str = "198.18.0.1";
 /// kube-apiserver's secure port.
 pub const APISERVER_PORT: u16 = 6443;
-/// The VPC CIDR in moto.
-pub const VPC_CIDR: &str = "198.18.0.0/16";
+/// The VPC CIDR in moto (the public and the GPU cloud's addresses of [`topology`] are outside).
+pub const VPC_CIDR: &str = "198.18.0.0/17";
 /// The subnet CIDR in moto (the node IP is inside it).
 pub const SUBNET_CIDR: &str = "198.18.0.0/24";
 /// The locally built pause image (no registry can be reached).
@@ -62,17 +68,24 @@ pub const INFO_FILE: &str = "sandbox.json";
 
 /// What a running sandbox offers, written to `<work dir>/sandbox.json` by `sandbox up`.
 ///
-/// Paths are absolute. Every URL is reachable only inside [`SandboxInfo::netns`]: run clients
-/// with [`SandboxInfo::command`] (or `cargo xtask sandbox exec -- …`).
+/// Paths are absolute. Every URL is reachable only inside the sandbox's namespaces: run
+/// clients with [`SandboxInfo::command`] (the VPC; or `cargo xtask sandbox exec -- …`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SandboxInfo {
-    /// Name of the network namespace (`ip netns`), `satsb-<8 hex>` derived from the work dir.
+    /// The VPC's network namespace (`ip netns`), `satsb-<8 hex>` derived from the work dir:
+    /// the control plane, moto, the approver and the proxy.
     pub netns: String,
+    /// The GPU host's namespace ([`topology::host_netns`]): containerd, kubelet, the agent.
+    pub host_netns: String,
+    /// The internet's namespace ([`topology::internet_netns`]): the router with the GPU
+    /// cloud's 1:1 NAT, and anyone else on the internet.
+    pub internet_netns: String,
     /// The EKS cluster name ([`CLUSTER_NAME`]).
     pub cluster_name: String,
     /// The AWS region ([`REGION`]).
     pub region: String,
-    /// `https://198.18.0.1:6443`.
+    /// The API server's public endpoint, `https://198.18.130.1:6443` (reached from the VPC
+    /// and, through the internet, from the host).
     pub apiserver_url: String,
     /// The cluster CA certificate (PEM) that signs the apiserver's serving cert and, through
     /// kube-controller-manager, kubelet CSRs.
@@ -88,7 +101,13 @@ pub struct SandboxInfo {
     pub cluster_dns: String,
     /// [`NODE_IP`].
     pub node_ip: String,
-    /// moto with request authentication on (IAM, STS, EC2): `http://127.0.0.1:5055`.
+    /// The host's own address S ([`topology::HOST_PRIVATE_IP`], on its uplink).
+    pub host_address: String,
+    /// The host's public address P ([`topology::HOST_PUBLIC_IP`], the provider's NAT).
+    pub public_address: String,
+    /// The proxy's public address ([`topology::PROXY_PUBLIC_IP`]): the datapath's peer.
+    pub proxy_address: String,
+    /// moto with request authentication on (IAM, STS, EC2): `http://198.18.130.1:5055`.
     pub moto_url: String,
     /// moto with authentication off (EKS; moto's EKS reads fail with auth on).
     pub moto_eks_url: String,
@@ -107,6 +126,8 @@ pub struct SandboxInfo {
     pub containerd_socket: PathBuf,
     /// The kubelet binary (v1.20.2) built from the same source as the control plane.
     pub kubelet_bin: PathBuf,
+    /// The kube-proxy binary, built with kubelet (the agent supervises it on the node).
+    pub kube_proxy_bin: PathBuf,
     /// [`PAUSE_IMAGE`], already imported into containerd's `k8s.io` namespace.
     pub pause_image: String,
     /// The CNI plugin directory containerd uses: `<work dir>/cni/bin`, the reference plugins of
@@ -136,7 +157,7 @@ impl SandboxInfo {
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }
 
-    /// `program` to be run inside the sandbox's namespace with `KUBECONFIG` = the admin
+    /// `program` to be run inside the sandbox's VPC namespace with `KUBECONFIG` = the admin
     /// kubeconfig and `AWS_EC2_METADATA_DISABLED=true`.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut cmd = netns::command(&self.netns, program);

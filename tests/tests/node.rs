@@ -13,12 +13,14 @@ use std::time::{Duration, Instant};
 use satellite_tests::netns;
 use satellite_tests::sandbox::node::{self, NodeBinaries};
 use satellite_tests::sandbox::testing::{TestSandbox, kubectl, target_bin};
-use satellite_tests::sandbox::{APISERVER_IP, BUSYBOX_IMAGE, SandboxInfo, processes};
+use satellite_tests::sandbox::{BUSYBOX_IMAGE, SandboxInfo, processes};
 use serde_json::Value;
 
 /// A mapping that is not ours: `admin authorize|revoke` must keep it byte for byte.
 /// The web pod's `hostPort`.
 const HOST_PORT: u16 = 30080;
+/// The NodePort of the httpd Service (kube-proxy on the node).
+const NODE_PORT: u16 = 30081;
 const OTHER_MAPPING: &str = "- rolearn: arn:aws:iam::123456789012:role/ops-admins\n  username: ops:{{SessionName}}\n  groups:\n  - ops\n";
 
 fn admin_json(info: &SandboxInfo, home: &Path, args: &[&str]) -> Value {
@@ -186,13 +188,15 @@ fn node_joins_runs_pods_survives_kubelet_crash_and_is_revoked() {
     assert!(pod_ip.starts_with("10.88."), "pod IP {pod_ip}");
 
     // A pod with a host port (kubelet → containerd → our plugin's portMappings): it reaches
-    // the host (a server on the API server's address, local in the sandbox namespace), and is
-    // reached at N:30080.
-    let listener = netns::run_in(&info.netns, || {
-        std::net::TcpListener::bind((APISERVER_IP, 0))
+    // the host (a server on N, which the datapath put on the host's lo), and is reached at
+    // N:30080 from the VPC: through the proxy, the internet, the provider's NAT and the
+    // datapath's tc NAT.
+    let node_ip = info.node_ip.clone();
+    let listener = netns::run_in(&info.host_netns, move || {
+        std::net::TcpListener::bind((node_ip.as_str(), 0))
     })
     .and_then(|bound| Ok(bound?))
-    .expect("a listener in the sandbox");
+    .expect("a listener on the host");
     let probe_port = listener.local_addr().expect("listener address").port();
     let (from_pod_tx, from_pod) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -206,7 +210,8 @@ fn node_joins_runs_pods_survives_kubelet_crash_and_is_revoked() {
         &info,
         home.path(),
         &format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: web, namespace: default}}\nspec:\n  nodeName: {name}\n  automountServiceAccountToken: false\n  containers:\n  - name: web\n    image: \"{BUSYBOX_IMAGE}\"\n    imagePullPolicy: Never\n    command: [/bin/busybox, sh, -c, \"echo from-pod | /bin/busybox nc {APISERVER_IP} {probe_port}; exec /bin/busybox nc -ll -p 8080 -e /bin/busybox echo satellite-pod\"]\n    ports: [{{containerPort: 8080, hostPort: {HOST_PORT}, protocol: TCP}}]\n"
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: web, namespace: default}}\nspec:\n  nodeName: {name}\n  automountServiceAccountToken: false\n  containers:\n  - name: web\n    image: \"{BUSYBOX_IMAGE}\"\n    imagePullPolicy: Never\n    command: [/bin/busybox, sh, -c, \"echo from-pod | /bin/busybox nc {node_ip} {probe_port}; exec /bin/busybox nc -ll -p 8080 -e /bin/busybox echo satellite-pod\"]\n    ports: [{{containerPort: 8080, hostPort: {HOST_PORT}, protocol: TCP}}]\n",
+            node_ip = info.node_ip,
         ),
     );
     let web_ip = poll("web pod Running", Duration::from_secs(60), || {
@@ -235,6 +240,116 @@ fn node_joins_runs_pods_survives_kubelet_crash_and_is_revoked() {
         .filter(|t| !t.is_empty())
     });
     assert_eq!(answer.trim(), "satellite-pod");
+    // NodePort: a Deployment (2 busybox replicas bound to the node, each answering with its
+    // pod name) behind a NodePort Service, programmed by the kube-proxy the agent supervises
+    // with the node's identity; reached at N:30081 from the VPC through the proxy, both
+    // replicas.
+    admin_apply(
+        &info,
+        home.path(),
+        &format!(
+            "apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: httpd, namespace: default}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: httpd}}}}
+  template:
+    metadata: {{labels: {{app: httpd}}}}
+    spec:
+      nodeName: {name}
+      automountServiceAccountToken: false
+      containers:
+      - name: httpd
+        image: \"{BUSYBOX_IMAGE}\"
+        imagePullPolicy: Never
+        command: [/bin/busybox, nc, -ll, -p, \"8080\", -e, /bin/busybox, hostname]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: httpd, namespace: default}}
+spec:
+  type: NodePort
+  selector: {{app: httpd}}
+  ports: [{{port: 80, targetPort: 8080, nodePort: {NODE_PORT}}}]
+"
+        ),
+    );
+    poll("2 ready httpd endpoints", Duration::from_secs(90), || {
+        let endpoints = admin_json(&info, home.path(), &["get", "endpoints", "httpd"]);
+        let ready = endpoints["subsets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| s["addresses"].as_array().map_or(0, Vec::len))
+            .sum::<usize>();
+        (ready == 2).then_some(())
+    });
+    let node_ip = info.node_ip.clone();
+    let mut answered = std::collections::BTreeSet::new();
+    poll(
+        "both replicas answer at N:30081 through the proxy",
+        Duration::from_secs(60),
+        || {
+            let node_ip = node_ip.clone();
+            let answer = netns::run_in(&info.netns, move || -> std::io::Result<String> {
+                let mut stream = std::net::TcpStream::connect((node_ip.as_str(), NODE_PORT))?;
+                stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut stream, &mut text)?;
+                Ok(text)
+            })
+            .ok()
+            .and_then(Result::ok);
+            if let Some(pod) = answer.filter(|t| t.starts_with("httpd-")) {
+                answered.insert(pod.trim().to_owned());
+            }
+            (answered.len() == 2).then_some(())
+        },
+    );
+
+    // Anyone else on the internet reaches the host's public address (a listener on S, an
+    // unprotected port, answers through the provider's NAT), but not its protected ports
+    // (kubelet's, the NodePort range): the datapath accepts them from the proxy only.
+    let host_address = info.host_address.clone();
+    let open = netns::run_in(&info.host_netns, move || {
+        std::net::TcpListener::bind((host_address.as_str(), 0))
+    })
+    .and_then(|bound| Ok(bound?))
+    .expect("a listener on S");
+    let public = format!(
+        "{}:{}",
+        info.public_address,
+        open.local_addr().expect("address").port()
+    );
+    let reached = netns::run_in(&info.internet_netns, move || {
+        std::net::TcpStream::connect_timeout(
+            &public.parse().expect("address"),
+            Duration::from_secs(5),
+        )
+    })
+    .expect("the internet namespace");
+    assert!(
+        reached.is_ok(),
+        "P unreachable from the internet: {reached:?}"
+    );
+    drop(open);
+    for port in [HOST_PORT, NODE_PORT, 10250] {
+        let public = format!("{}:{port}", info.public_address);
+        let reached = netns::run_in(&info.internet_netns, move || {
+            std::net::TcpStream::connect_timeout(
+                &public.parse().expect("address"),
+                Duration::from_secs(2),
+            )
+            .is_ok()
+        })
+        .expect("the internet namespace");
+        assert!(
+            !reached,
+            "{}:{port} reachable from the internet",
+            info.public_address
+        );
+    }
 
     // kubectl logs/exec: the API server reaches kubelet with its kubelet client certificate
     // (authorised through RBAC, as on EKS) and trusts kubelet's serving certificate once its
@@ -283,6 +398,8 @@ fn node_joins_runs_pods_survives_kubelet_crash_and_is_revoked() {
         1,
         "one audit line for {csr_name}: {approver_log}"
     );
+    let through_proxy = node::proxy_metric(&info, "satellite_proxy_connections_accepted_total")
+        .expect("proxy metrics");
     let exec = poll("kubectl exec answers", Duration::from_secs(30), || {
         let out = kubectl(
             &info,
@@ -307,6 +424,13 @@ fn node_joins_runs_pods_survives_kubelet_crash_and_is_revoked() {
         logs.status.success(),
         "kubectl logs: {}",
         String::from_utf8_lossy(&logs.stderr)
+    );
+    // The API server reached kubelet at N, which in the VPC is the proxy's.
+    let after_proxy = node::proxy_metric(&info, "satellite_proxy_connections_accepted_total")
+        .expect("proxy metrics");
+    assert!(
+        after_proxy > through_proxy,
+        "exec and logs did not pass the proxy ({through_proxy} → {after_proxy} connections)"
     );
 
     // kubelet killed → the agent starts a new one, which talks to the API server again.
@@ -392,8 +516,8 @@ fn node_joins_runs_pods_survives_kubelet_crash_and_is_revoked() {
     let cgroup = Path::new("/sys/fs/cgroup/pids").join(&info.netns);
     drop(sandbox);
     assert!(!cgroup.exists(), "{} left behind", cgroup.display());
-    assert!(
-        node::kubelet_pids(&info).is_empty() && !netns::exists(&info.netns),
-        "namespace or kubelet left behind"
-    );
+    assert!(node::kubelet_pids(&info).is_empty(), "kubelet left behind");
+    for ns in [&info.netns, &info.host_netns, &info.internet_netns] {
+        assert!(!netns::exists(ns), "namespace {ns} left behind");
+    }
 }

@@ -256,11 +256,9 @@ fn sandbox_authenticates_mapped_eks_tokens_only_and_down_cleans_up() {
         .collect();
     lifecycle::down(&info.work_dir).expect("down");
     lifecycle::down(&info.work_dir).expect("second down");
-    assert!(
-        !netns::exists(&info.netns),
-        "namespace {} left behind",
-        info.netns
-    );
+    for ns in [&info.netns, &info.host_netns, &info.internet_netns] {
+        assert!(!netns::exists(ns), "namespace {ns} left behind");
+    }
     for pid in pids {
         assert!(
             processes::start_time(pid).is_none() || is_zombie(pid),

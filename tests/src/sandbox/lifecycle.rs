@@ -2,8 +2,11 @@
 //!
 //! Work dir layout: `sandbox.json` (the contract), `pki/`, `admin.kubeconfig`,
 //! `host-credentials`, `etcd/`, `containerd/`, `cni/net.d/`, `node/` and `kubelet/` (a joined
-//! node's files and kubelet state, see [`super::node`];
+//! node's files, its bpffs and kubelet state, see [`super::node`];
 //! `down` unmounts and removes it), `run/*.pid`, `logs/*.log` (kept by `down`).
+//!
+//! The network is [`super::topology`]'s: the control plane, moto and the token webhook run
+//! in the VPC namespace, containerd (and a joined node) in the host namespace.
 //!
 //! One file (over 500 lines): `up` and `down` are each other's inverse, step for step, and
 //! are kept side by side so that every start has its stop.
@@ -20,14 +23,15 @@ use anyhow::{Context as _, Result, bail};
 use super::{
     APISERVER_IP, APISERVER_PORT, CLUSTER_DNS, CLUSTER_NAME, CNI_BIN_DIR, INFO_FILE, NODE_IP,
     PAUSE_IMAGE, REGION, SERVICE_CIDR, SandboxInfo, config, fixtures, netns, netns_name, node, pki,
-    processes, write_atomic,
+    processes, topology, write_atomic,
 };
 use crate::tools;
 
-/// moto with authentication on (IAM, STS, EC2), inside the namespace.
-pub const MOTO_URL: &str = "http://127.0.0.1:5055";
-/// moto with authentication off (EKS), inside the namespace.
-pub const MOTO_EKS_URL: &str = "http://127.0.0.1:5056";
+/// moto with authentication on (IAM, STS, EC2), on the public endpoint
+/// ([`topology::PUBLIC_ENDPOINT_IP`]): AWS's endpoints are on the internet.
+pub const MOTO_URL: &str = "http://198.18.130.1:5055";
+/// moto with authentication off (EKS), on the public endpoint.
+pub const MOTO_EKS_URL: &str = "http://198.18.130.1:5056";
 /// The token webhook (`sandbox-authenticator`), inside the namespace; port as EKS's
 /// aws-iam-authenticator.
 pub const AUTHENTICATOR_ADDR: &str = "127.0.0.1:21362";
@@ -99,16 +103,15 @@ pub fn up(opts: &UpOptions) -> Result<SandboxInfo> {
     let _ = std::fs::remove_dir_all(work_dir.join("logs"));
     let ns = netns_name(&work_dir);
     let t0 = Instant::now();
-    netns::create(
-        &ns,
-        &[&format!("{APISERVER_IP}/32"), &format!("{NODE_IP}/32")],
-    )?;
+    let host_ns = topology::host_netns(&ns);
+    topology::create(&ns)?;
 
-    let apiserver_url = format!("https://{APISERVER_IP}:{APISERVER_PORT}");
+    let apiserver_url = format!("https://{}:{APISERVER_PORT}", topology::PUBLIC_ENDPOINT_IP);
     let pki = pki::generate(
         &work_dir,
         &[
             APISERVER_IP.parse()?,
+            topology::PUBLIC_ENDPOINT_IP.parse()?,
             IpAddr::V4(Ipv4Addr::LOCALHOST),
             "198.19.0.1".parse()?,
         ],
@@ -196,11 +199,12 @@ pub fn up(opts: &UpOptions) -> Result<SandboxInfo> {
     for (name, url) in [("moto", MOTO_URL), ("moto-eks", MOTO_EKS_URL)] {
         let port = url.rsplit(':').next().unwrap_or_default();
         start(&work_dir, &ns, name, &moto_bin, |c| {
-            c.args(["-H", "127.0.0.1", "-p", port])
+            c.args(["-H", topology::PUBLIC_ENDPOINT_IP, "-p", port])
                 .env("AWS_EC2_METADATA_DISABLED", "true");
         })?;
     }
-    start(&work_dir, &ns, "containerd", "containerd", |c| {
+    // containerd belongs to the GPU host.
+    start(&work_dir, &host_ns, "containerd", "containerd", |c| {
         c.arg("--config").arg(&containerd_config);
     })?;
     wait_healthy(&work_dir, &ns, "etcd")?;
@@ -231,7 +235,8 @@ pub fn up(opts: &UpOptions) -> Result<SandboxInfo> {
         tools::kubernetes_bin_dir().join("kube-apiserver"),
         |c| {
             c.arg(format!("--etcd-servers={ETCD_URL}"))
-                .arg(format!("--bind-address={APISERVER_IP}"))
+                // Its private address and the public endpoint (only inside the VPC's namespace).
+                .arg("--bind-address=0.0.0.0")
                 .arg(format!("--advertise-address={APISERVER_IP}"))
                 .arg(format!("--secure-port={APISERVER_PORT}"))
                 .arg(flag("tls-cert-file", &pki.apiserver_cert))
@@ -261,7 +266,7 @@ pub fn up(opts: &UpOptions) -> Result<SandboxInfo> {
         },
     )?;
     wait_healthy(&work_dir, &ns, "kube-apiserver")?;
-    authorize_kubelet_client(&work_dir, &ns)?;
+    cluster_rbac(&work_dir, &ns)?;
     progress(&t0, "kube-apiserver ready");
 
     start(
@@ -291,7 +296,9 @@ pub fn up(opts: &UpOptions) -> Result<SandboxInfo> {
             c.arg(flag("kubeconfig", &kcm_kubeconfig))
                 .arg(flag("authentication-kubeconfig", &kcm_kubeconfig))
                 .arg(flag("authorization-kubeconfig", &kcm_kubeconfig))
-                .arg("--controllers=csrsigning,csrapproving,csrcleaner,nodelifecycle,bootstrapsigner,tokencleaner,serviceaccount,serviceaccount-token")
+                // Deployments and Services (endpoints, EndpointSlices: kube-proxy's input)
+                // too; pods are bound with `nodeName` (the sandbox runs no scheduler).
+                .arg("--controllers=csrsigning,csrapproving,csrcleaner,nodelifecycle,bootstrapsigner,tokencleaner,serviceaccount,serviceaccount-token,deployment,replicaset,endpoint,endpointslice")
                 .arg(flag("cluster-signing-cert-file", &pki.ca_cert))
                 .arg(flag("cluster-signing-key-file", &pki.ca_key))
                 .arg(flag("root-ca-file", &pki.ca_cert))
@@ -310,6 +317,8 @@ pub fn up(opts: &UpOptions) -> Result<SandboxInfo> {
     wait_healthy(&work_dir, &ns, "kube-controller-manager")?;
 
     let info = SandboxInfo {
+        internet_netns: topology::internet_netns(&ns),
+        host_netns: host_ns,
         netns: ns,
         cluster_name: CLUSTER_NAME.into(),
         region: REGION.into(),
@@ -320,6 +329,9 @@ pub fn up(opts: &UpOptions) -> Result<SandboxInfo> {
         service_cidr: SERVICE_CIDR.into(),
         cluster_dns: CLUSTER_DNS.into(),
         node_ip: NODE_IP.into(),
+        host_address: topology::HOST_PRIVATE_IP.into(),
+        public_address: topology::HOST_PUBLIC_IP.into(),
+        proxy_address: topology::PROXY_PUBLIC_IP.into(),
         moto_url: MOTO_URL.into(),
         moto_eks_url: MOTO_EKS_URL.into(),
         subnet_id: fx.subnet_id,
@@ -329,6 +341,7 @@ pub fn up(opts: &UpOptions) -> Result<SandboxInfo> {
         role_arn: fx.role_arn,
         containerd_socket,
         kubelet_bin: tools::kubernetes_bin_dir().join("kubelet"),
+        kube_proxy_bin: tools::kubernetes_bin_dir().join("kube-proxy"),
         pause_image: PAUSE_IMAGE.into(),
         cni_bin_dir,
         cni_conf_dir,
@@ -380,16 +393,21 @@ fn down_locked(work_dir: &Path) -> Result<()> {
     let ns = netns_name(work_dir);
     // The info file goes first: from now on the sandbox is not "up" for readers.
     let _ = std::fs::remove_file(work_dir.join(INFO_FILE));
+    let host_ns = topology::host_netns(&ns);
     // A joined node first: the agent stops its kubelet while the API server is still there.
-    processes::stop(work_dir, node::AGENT);
+    for name in node::PROCESSES {
+        processes::stop(work_dir, name);
+    }
     for name in COMPONENTS.iter().rev() {
         processes::stop(work_dir, name);
     }
-    kill_namespace_processes(&ns);
-    node::kill_pods(&ns)?;
+    for namespace in [&host_ns, &topology::internet_netns(&ns), &ns] {
+        kill_namespace_processes(namespace);
+    }
+    node::kill_pods(&ns, &host_ns)?;
     netns::unmount_under(work_dir)?;
     node::remove_cgroups(&ns)?;
-    netns::delete(&ns)?;
+    topology::delete(&ns)?;
     for entry in [
         node::NODE_DIR,
         "pki",
@@ -458,7 +476,12 @@ fn cni_bin_dir(work_dir: &Path) -> Result<PathBuf> {
 fn preflight(work_dir: &Path, authenticator_bin: &Path) -> Result<()> {
     netns::require_root("the sandbox")?;
     let install = "run `cargo xtask sandbox install`";
-    for component in ["kube-apiserver", "kube-controller-manager", "kubelet"] {
+    for component in [
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kubelet",
+        "kube-proxy",
+    ] {
         let bin = tools::kubernetes_bin_dir().join(component);
         if !bin.exists() {
             bail!("{} is missing: {install}", bin.display());
@@ -474,7 +497,7 @@ fn preflight(work_dir: &Path, authenticator_bin: &Path) -> Result<()> {
             bail!("{} is missing: {install}", path.display());
         }
     }
-    for program in ["etcd", "containerd", "ctr", "runc", "ip"] {
+    for program in ["etcd", "containerd", "ctr", "runc", "ip", "nft"] {
         if !on_path(program) {
             bail!("{program} is not on PATH: {install}");
         }
@@ -543,10 +566,25 @@ fn wait_healthy(work_dir: &Path, ns: &str, name: &str) -> Result<()> {
 
 /// Binds kube-apiserver's kubelet client identity to `system:kubelet-api-admin`, so `kubectl
 /// logs/exec/port-forward` are authorised by the kubelet's webhook authorizer through RBAC, as
-/// on EKS. Idempotent (`kubectl apply`).
-fn authorize_kubelet_client(work_dir: &Path, ns: &str) -> Result<()> {
+/// on EKS; and group `system:node-proxier` to the ClusterRole of that name, as EKS does for
+/// Fargate's kube-proxy (`eks:kube-proxy-fargate`): satellite nodes' kube-proxy runs with the
+/// node's identity, in that group. Idempotent (`kubectl apply`).
+fn cluster_rbac(work_dir: &Path, ns: &str) -> Result<()> {
     let binding = format!(
         "apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: eks:kube-proxy-fargate
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: system:node-proxier
+subjects:
+- apiGroup: rbac.authorization.k8s.io
+  kind: Group
+  name: system:node-proxier
+---
+apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
 metadata:
   name: satellite-sandbox:kubelet-api-admin

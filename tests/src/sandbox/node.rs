@@ -7,12 +7,16 @@
 //!    `system:node:<name>` in `kube-system/aws-auth` (cluster-admin side).
 //! 3. [`join`]: `satellite-agent join` writes kubelet's files.
 //! 4. [`start_agent`]: `satellite-agent run` (a sandbox process: `run/satellite-agent.pid`,
-//!    `logs/satellite-agent.log`) supervises kubelet, which authenticates with our credential
-//!    plugin's `k8s-aws-v1.` tokens through the sandbox's webhook.
+//!    `logs/satellite-agent.log`) installs the datapath (N on `lo`, tc NAT with the proxy as
+//!    the peer) and supervises kubelet, which authenticates with our credential plugin's
+//!    `k8s-aws-v1.` tokens through the sandbox's webhook.
 //!
-//! [`up`] does all four and waits for the Node to be Ready. Everything runs inside the
-//! sandbox's namespace; the node's kubelet state, pods' cgroups (under the kubelet
-//! `cgroupRoot` `/<namespace>`) and files are removed by [`super::lifecycle::down`].
+//! The cluster side runs in the VPC namespace: `admin authorize`, the serving-CSR approver
+//! ([`start_approver`]) and `satellite-agent proxy` holding N ([`start_proxy`]), which passes
+//! kubelet's port and the NodePort range through to the host's public address. The node runs
+//! in the host namespace ([`super::topology`]). [`up`] does all of it and waits for the Node
+//! to be Ready. The node's kubelet state, pods' cgroups (under the kubelet `cgroupRoot`
+//! `/<namespace>`), its bpffs and files are removed by [`super::lifecycle::down`].
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -27,6 +31,12 @@ use super::{SandboxInfo, netns, processes, write_atomic};
 pub const AGENT: &str = "satellite-agent";
 /// The serving-CSR approver's process name (pid file, log).
 pub const APPROVER: &str = "satellite-csr-approver";
+/// The VPC-side proxy's process name (pid file, log).
+pub const PROXY: &str = "satellite-proxy";
+/// The node's processes, in the order `down` stops them (the agent first: it stops kubelet).
+pub const PROCESSES: &[&str] = &[AGENT, APPROVER, PROXY];
+/// The ports the proxy passes through to the host: kubelet's and the NodePort range.
+pub const PROXY_PORTS: &str = "10250,30000-32767";
 /// The node's directory inside the work dir.
 pub const NODE_DIR: &str = "node";
 /// How long a joined node may take to become Ready (measured: ~6 s from `run`).
@@ -138,6 +148,13 @@ spec:
         imagefs.available: 1Gi
     labels:
       {label_key}: \"{label_value}\"
+  kubeProxy:
+    binary: {kube_proxy}
+  datapath:
+    peers: [{proxy}]
+    uplink: {uplink}
+    bpffsDir: {bpffs}
+    stateDir: {datapath_state}
   containerRuntime:
     endpoint: unix://{containerd}
   paths:
@@ -164,9 +181,14 @@ spec:
         creds = info.host_access_key_file.display(),
         eni = info.node_eni_id,
         kubelet = info.kubelet_bin.display(),
+        kube_proxy = info.kube_proxy_bin.display(),
         cgroup_root = cgroup_root(&info.netns),
         label_key = SANDBOX_LABEL.0,
         label_value = SANDBOX_LABEL.1,
+        proxy = info.proxy_address,
+        uplink = super::topology::HOST_UPLINK,
+        bpffs = bpffs_dir(info).display(),
+        datapath_state = d("datapath"),
         containerd = info.containerd_socket.display(),
         kubelet_dir = info.work_dir.join("kubelet").display(),
         pki = d("pki"),
@@ -195,11 +217,18 @@ pub fn write_config(info: &SandboxInfo, bins: &NodeBinaries) -> Result<PathBuf> 
     Ok(path)
 }
 
+/// The node's bpffs mount point (`<work dir>/node/bpffs`), the datapath's `bpffsDir`: a
+/// bpffs of its own, so pins never meet another sandbox's and `down` releases them by
+/// unmounting.
+pub fn bpffs_dir(info: &SandboxInfo) -> PathBuf {
+    info.work_dir.join(NODE_DIR).join("bpffs")
+}
+
 /// `satellite-agent admin authorize|revoke -c node.yaml --node-ip <ip>` with the admin
-/// kubeconfig, inside the namespace. `action` is `authorize` or `revoke`.
+/// kubeconfig, in the VPC namespace. `action` is `authorize` or `revoke`.
 pub fn admin(info: &SandboxInfo, bins: &NodeBinaries, action: &str) -> Result<()> {
     agent(
-        info,
+        &info.netns,
         bins,
         &[
             "admin",
@@ -215,23 +244,25 @@ pub fn admin(info: &SandboxInfo, bins: &NodeBinaries, action: &str) -> Result<()
     .map(drop)
 }
 
-/// `satellite-agent join -c node.yaml` inside the namespace; returns its stderr summary.
+/// `satellite-agent join -c node.yaml` in the host namespace; returns its stderr summary.
 pub fn join(info: &SandboxInfo, bins: &NodeBinaries) -> Result<String> {
     agent(
-        info,
+        &info.host_netns,
         bins,
         &["join", "-c", &config_path(info).display().to_string()],
     )
 }
 
-/// Starts `satellite-agent run` as a sandbox process (a no-op when it is running); returns
-/// its pid. Creates the kubelet `cgroupRoot` first (kubelet refuses a missing one).
+/// Starts `satellite-agent run` in the host namespace as a sandbox process (a no-op when it
+/// is running); returns its pid. Creates the kubelet `cgroupRoot` first (kubelet refuses a
+/// missing one) and mounts the node's bpffs ([`bpffs_dir`]) unless it is mounted.
 pub fn start_agent(info: &SandboxInfo, bins: &NodeBinaries) -> Result<i32> {
     if let Some(pid) = processes::running(&info.work_dir, AGENT) {
         return Ok(pid);
     }
     create_cgroup_root(&info.netns)?;
-    let mut cmd = netns::daemon_command(&info.netns, &bins.agent);
+    mount_bpffs(&bpffs_dir(info))?;
+    let mut cmd = netns::daemon_command(&info.host_netns, &bins.agent);
     cmd.args(["run", "-c"])
         .arg(config_path(info))
         .env("AWS_EC2_METADATA_DISABLED", "true")
@@ -244,7 +275,7 @@ pub fn start_agent(info: &SandboxInfo, bins: &NodeBinaries) -> Result<i32> {
 /// is running); returns its pid.
 pub fn start_approver(info: &SandboxInfo, bins: &NodeBinaries) -> Result<i32> {
     let rbac = agent_stdout(
-        info,
+        &info.netns,
         bins,
         &[
             "admin",
@@ -266,18 +297,76 @@ pub fn start_approver(info: &SandboxInfo, bins: &NodeBinaries) -> Result<i32> {
     processes::spawn(&info.work_dir, APPROVER, cmd)
 }
 
+/// Starts `satellite-agent proxy` in the VPC namespace as a sandbox process (a no-op when it
+/// is running): it listens on N for [`PROXY_PORTS`] and passes each connection through to the
+/// host's public address, from its own public address (the datapath's peer). Returns its pid
+/// once it listens on N:10250.
+pub fn start_proxy(info: &SandboxInfo, bins: &NodeBinaries) -> Result<i32> {
+    if let Some(pid) = processes::running(&info.work_dir, PROXY) {
+        return Ok(pid);
+    }
+    let mut cmd = netns::daemon_command(&info.netns, &bins.agent);
+    cmd.args(["proxy", "--map"])
+        .arg(format!(
+            "{}={}:{PROXY_PORTS}",
+            info.node_ip, info.public_address
+        ))
+        .args(["--health", "127.0.0.1:9901"])
+        .env("RUST_LOG", "info");
+    let pid = processes::spawn(&info.work_dir, PROXY, cmd)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let kubelet_port = format!("{}:10250", info.node_ip);
+    loop {
+        let addr = kubelet_port.clone();
+        let listening = netns::run_in(&info.netns, move || {
+            std::net::TcpStream::connect_timeout(
+                &addr.parse().expect("socket address"),
+                Duration::from_millis(200),
+            )
+            .is_ok()
+        })?;
+        if listening {
+            return Ok(pid);
+        }
+        if processes::running(&info.work_dir, PROXY).is_none() || Instant::now() > deadline {
+            bail!(
+                "satellite-agent proxy is not listening on {kubelet_port}; see {}",
+                processes::log_file(&info.work_dir, PROXY).display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The sum of every series of proxy metric `name` (e.g.
+/// `satellite_proxy_connections_accepted_total`), read from its `/metrics` in the VPC
+/// namespace.
+pub fn proxy_metric(info: &SandboxInfo, name: &str) -> Result<f64> {
+    let text = netns::run_in(&info.netns, || {
+        ureq::get("http://127.0.0.1:9901/metrics")
+            .call()
+            .and_then(|mut r| r.body_mut().read_to_string())
+    })?
+    .context("GET the proxy's /metrics")?;
+    Ok(text
+        .lines()
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
 /// Stops the agent (SIGTERM: it stops kubelet first). Safe when it is not running.
 pub fn stop_agent(info: &SandboxInfo) {
     processes::stop(&info.work_dir, AGENT);
 }
 
-/// Pids of the kubelet processes inside the sandbox's namespace.
+/// Pids of the kubelet processes inside the sandbox's host namespace.
 pub fn kubelet_pids(info: &SandboxInfo) -> Vec<i32> {
     // /proc/<pid>/exe is the resolved path; the contract's goes through a symlink.
     let Ok(kubelet) = info.kubelet_bin.canonicalize() else {
         return Vec::new();
     };
-    netns::pids_inside(&info.netns)
+    netns::pids_inside(&info.host_netns)
         .into_iter()
         .filter(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e == kubelet))
         .collect()
@@ -329,6 +418,7 @@ pub fn up(info: &SandboxInfo, bins: &NodeBinaries) -> Result<NodeUp> {
     let name = node_name(info);
     write_config(info, bins)?;
     start_approver(info, bins)?;
+    start_proxy(info, bins)?;
     admin(info, bins, "authorize")?;
     let t0 = Instant::now();
     join(info, bins)?;
@@ -340,18 +430,113 @@ pub fn up(info: &SandboxInfo, bins: &NodeBinaries) -> Result<NodeUp> {
     })
 }
 
+/// Waits until kubelet's serving CSR (`kubernetes.io/kubelet-serving`, requested by
+/// `system:node:<name>`) has its certificate issued; returns the CSR's name. Fails after
+/// `timeout`, naming the approver's log.
+pub fn wait_serving_certificate(
+    info: &SandboxInfo,
+    name: &str,
+    timeout: Duration,
+) -> Result<String> {
+    let deadline = Instant::now() + timeout;
+    let requester = format!("system:node:{name}");
+    loop {
+        let list = kubectl_json(info, &["get", "csr"])?;
+        let issued = list["items"].as_array().into_iter().flatten().find(|c| {
+            c["spec"]["username"] == requester.as_str()
+                && c["spec"]["signerName"] == "kubernetes.io/kubelet-serving"
+                && c["status"]["certificate"].is_string()
+        });
+        if let Some(csr) = issued {
+            return Ok(csr["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "no serving certificate issued for {name} within {timeout:?}; see {}",
+                processes::log_file(&info.work_dir, APPROVER).display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Runs pod `pod` (busybox printing `message`, bound to node `name`) to completion and
+/// returns `kubectl logs` of it: the API server → N → proxy → NAT → tc → kubelet path, with
+/// kubelet's approved serving certificate. The pod is deleted afterwards.
+pub fn pod_logs(info: &SandboxInfo, name: &str, pod: &str, message: &str) -> Result<String> {
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {pod}, namespace: default}}\nspec:\n  nodeName: {name}\n  restartPolicy: Never\n  automountServiceAccountToken: false\n  containers:\n  - name: main\n    image: \"{}\"\n    imagePullPolicy: Never\n    command: [/bin/busybox, echo, \"{message}\"]\n",
+        super::BUSYBOX_IMAGE
+    );
+    super::lifecycle::kubectl_apply(&info.work_dir, &info.netns, &manifest)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let logs = loop {
+        let phase = kubectl_json(info, &["get", "pod", pod])?["status"]["phase"].clone();
+        if phase == "Succeeded" || phase == "Failed" {
+            let out = info
+                .command("kubectl")
+                .args(["logs", pod])
+                .stdin(Stdio::null())
+                .output()
+                .context("running kubectl logs")?;
+            if !out.status.success() {
+                bail!(
+                    "kubectl logs {pod}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            break String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        if Instant::now() > deadline {
+            bail!("pod {pod} did not complete within 60 s (phase {phase})");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let _ = info
+        .command("kubectl")
+        .args(["delete", "pod", pod, "--wait=false"])
+        .stdin(Stdio::null())
+        .output();
+    Ok(logs)
+}
+
+/// `kubectl ARGS -o json` with the admin kubeconfig in the VPC namespace.
+fn kubectl_json(info: &SandboxInfo, args: &[&str]) -> Result<Value> {
+    let out = info
+        .command("kubectl")
+        .args(args)
+        .args(["-o", "json", "--request-timeout=5s"])
+        .stdin(Stdio::null())
+        .output()
+        .context("running kubectl")?;
+    if !out.status.success() {
+        bail!(
+            "kubectl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    serde_json::from_slice(&out.stdout).context("kubectl printed no JSON")
+}
+
 /// Kills what the node's pods left running once kubelet and containerd are gone: every
 /// process in the node's cgroups (pod processes live in their own network namespaces, so
 /// the sandbox's namespace sweep misses them), and removes the pod network namespaces
-/// containerd bind-mounted under `/run/netns` for them. Waits up to 5 s for the cgroups to
-/// empty.
-pub fn kill_pods(netns: &str) -> Result<()> {
+/// containerd bind-mounted under `/run/netns` for them. `netns`: the sandbox's (VPC)
+/// namespace, which names the cgroups; `host_netns`: the node's. Waits up to 5 s for the
+/// cgroups to empty.
+pub fn kill_pods(netns: &str, host_netns: &str) -> Result<()> {
     use std::os::unix::fs::MetadataExt as _;
     let pids = cgroup_pids(netns);
     if pids.is_empty() {
         return Ok(());
     }
-    let sandbox_ns = std::fs::metadata(netns::path(netns)).map(|m| m.ino()).ok();
+    let sandbox_ns = std::fs::metadata(netns::path(host_netns))
+        .map(|m| m.ino())
+        .ok();
     let pod_namespaces: std::collections::BTreeSet<u64> = pids
         .iter()
         .filter_map(|pid| std::fs::metadata(format!("/proc/{pid}/ns/net")).ok())
@@ -463,23 +648,38 @@ fn create_cgroup_root(netns: &str) -> Result<()> {
     Ok(())
 }
 
-/// Runs `satellite-agent ARGS` inside the namespace; its stderr on success, an error with
+/// Mounts a bpffs on `dir` (created if missing) unless one is mounted there.
+fn mount_bpffs(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let shown = dir.display().to_string();
+    if mountinfo
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(shown.as_str()))
+    {
+        return Ok(());
+    }
+    netns::run(
+        std::process::Command::new("mount")
+            .args(["-t", "bpf", "satellite-sandbox"])
+            .arg(dir),
+    )
+    .map(drop)
+}
+
+/// Runs `satellite-agent ARGS` inside namespace `ns`; its stderr on success, an error with
 /// its stderr otherwise.
-fn agent(info: &SandboxInfo, bins: &NodeBinaries, args: &[&str]) -> Result<String> {
-    agent_output(info, bins, args).map(|(_, stderr)| stderr)
+fn agent(ns: &str, bins: &NodeBinaries, args: &[&str]) -> Result<String> {
+    agent_output(ns, bins, args).map(|(_, stderr)| stderr)
 }
 
 /// Like [`agent`], returning stdout.
-fn agent_stdout(info: &SandboxInfo, bins: &NodeBinaries, args: &[&str]) -> Result<String> {
-    agent_output(info, bins, args).map(|(stdout, _)| stdout)
+fn agent_stdout(ns: &str, bins: &NodeBinaries, args: &[&str]) -> Result<String> {
+    agent_output(ns, bins, args).map(|(stdout, _)| stdout)
 }
 
-fn agent_output(
-    info: &SandboxInfo,
-    bins: &NodeBinaries,
-    args: &[&str],
-) -> Result<(String, String)> {
-    let out = netns::command(&info.netns, &bins.agent)
+fn agent_output(ns: &str, bins: &NodeBinaries, args: &[&str]) -> Result<(String, String)> {
+    let out = netns::command(ns, &bins.agent)
         .args(args)
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env_remove("KUBECONFIG")

@@ -1,6 +1,6 @@
 //! Installs what the sandbox cluster runs: Debian packages (etcd, containerd, runc, CNI
 //! plugins, Go and the tools to build Kubernetes and the pause image), then builds
-//! `kube-apiserver`, `kube-controller-manager` and `kubelet` v1.20.2 from Debian's
+//! `kube-apiserver`, `kube-controller-manager`, `kubelet` and `kube-proxy` v1.20.2 from Debian's
 //! `kubernetes` source package, a static pause image and a static busybox image.
 //!
 //! Everything is cached under [`tools::cache_root`]`/kubernetes`:
@@ -45,7 +45,13 @@ const PACKAGES: &[&str] = &[
 ];
 
 /// The Kubernetes components the sandbox needs from the source tree (`make WHAT=…`).
-const KUBE_COMPONENTS: &[&str] = &["kube-apiserver", "kube-controller-manager", "kubelet"];
+/// kube-proxy runs on the satellite node (NodePort), supervised by the agent.
+const KUBE_COMPONENTS: &[&str] = &[
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kubelet",
+    "kube-proxy",
+];
 
 /// Installs everything (idempotent; instant when done).
 pub fn all() -> Result<()> {
@@ -75,8 +81,10 @@ pub fn all() -> Result<()> {
     Ok(())
 }
 
+/// Built, and with every component of [`KUBE_COMPONENTS`] (a tree built before one was added
+/// is built again; Go's build cache makes that the new component's time).
 fn is_complete(bin_dir: &Path) -> bool {
-    bin_dir.join(".complete").exists()
+    bin_dir.join(".complete").exists() && KUBE_COMPONENTS.iter().all(|c| bin_dir.join(c).exists())
 }
 
 /// `PATH` lookup.

@@ -6,7 +6,7 @@
 pub mod install;
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use clap::Subcommand;
@@ -143,8 +143,9 @@ pub fn node_binaries(release: bool) -> Result<node::NodeBinaries> {
     })
 }
 
-/// `sandbox join`: `up`, then this machine as a node of it, Ready; ends with
-/// `kubectl get nodes -o wide`.
+/// `sandbox join`: `up`, then this machine as a node of it, Ready, with its serving
+/// certificate issued; ends with `kubectl get nodes -o wide` and `kubectl logs` of a pod on
+/// the node.
 pub fn join(work_dir: PathBuf) -> Result<()> {
     let info = up(work_dir)?;
     let bins = node_binaries(false)?;
@@ -159,6 +160,11 @@ pub fn join(work_dir: PathBuf) -> Result<()> {
         joined.join_to_ready.as_secs_f64(),
         satellite_tests::sandbox::processes::log_file(&info.work_dir, node::AGENT).display()
     );
+    let csr = node::wait_serving_certificate(&info, &joined.name, Duration::from_secs(60))?;
+    println!(
+        "==> kubelet's serving certificate issued: CSR {csr} approved by `satellite-agent admin approve-csrs` (log: {})",
+        satellite_tests::sandbox::processes::log_file(&info.work_dir, node::APPROVER).display()
+    );
     let status = info
         .command("kubectl")
         .args(["get", "nodes", "-o", "wide"])
@@ -167,6 +173,14 @@ pub fn join(work_dir: PathBuf) -> Result<()> {
     if !status.success() {
         bail!("kubectl get nodes failed: {status}");
     }
+    println!(
+        "==> kubectl logs hello (a pod on {}: API server → N {} → proxy → {} → NAT → tc → kubelet)",
+        joined.name, info.node_ip, info.public_address
+    );
+    print!(
+        "{}",
+        node::pod_logs(&info, &joined.name, "hello", "hello from a satellite node")?
+    );
     println!(
         "stop with `cargo xtask sandbox down{}`",
         if info.work_dir == tools::cache_root().join("sandbox") {
