@@ -71,6 +71,18 @@ pub enum JoinError {
         /// What went wrong.
         message: String,
     },
+    /// kube-proxy (`spec.kubeProxy`) is missing or its version unreadable.
+    #[error(
+        "kube-proxy at {path}: {message}; install kube-proxy (the kubelet's version) or set \
+         spec.kubeProxy.binary, or remove spec.kubeProxy (then NodePort Services do not \
+         reach this node)"
+    )]
+    KubeProxy {
+        /// The binary.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
     /// The API server is unreachable or refused the node identity.
     #[error("API server {endpoint}: {message}")]
     ApiServer {
@@ -95,9 +107,10 @@ impl From<&JoinError> for ExitCode {
             JoinError::Config(_) => ExitCode::Invalid,
             JoinError::Aws(_) => ExitCode::Aws,
             JoinError::ApiServer { .. } => ExitCode::Kube,
-            JoinError::Kubelet { .. } | JoinError::Render(_) | JoinError::Apply(_) => {
-                ExitCode::Other
-            }
+            JoinError::Kubelet { .. }
+            | JoinError::KubeProxy { .. }
+            | JoinError::Render(_)
+            | JoinError::Apply(_) => ExitCode::Other,
         }
     }
 }
@@ -115,6 +128,15 @@ pub async fn join(options: &JoinOptions) -> Result<JoinReport, JoinError> {
     let node_name = node_name(node_ip, &config.spec.cluster.region);
     check_api_server(&cluster, &minter, &node_name).await?;
     let kubelet_version = kubelet_version(&config).await?;
+    if let Some(kube_proxy) = &config.spec.kube_proxy {
+        let path = &kube_proxy.binary;
+        version(path)
+            .await
+            .map_err(|message| JoinError::KubeProxy {
+                path: path.clone(),
+                message,
+            })?;
+    }
 
     let resolved = Resolved {
         api_server: cluster.endpoint.clone(),
@@ -179,21 +201,21 @@ async fn check_api_server(
 }
 
 async fn kubelet_version(config: &NodeConfig) -> Result<KubeletVersion, JoinError> {
-    let path = config.spec.kubelet.binary.clone();
-    let out = tokio::process::Command::new(&path)
+    let path = &config.spec.kubelet.binary;
+    version(path).await.map_err(|message| JoinError::Kubelet {
+        path: path.clone(),
+        message,
+    })
+}
+
+/// `BINARY --version` (kubelet, kube-proxy: `Kubernetes v1.20.2`), parsed.
+async fn version(path: &Path) -> Result<KubeletVersion, String> {
+    let out = tokio::process::Command::new(path)
         .arg("--version")
         .output()
         .await
-        .map_err(|e| JoinError::Kubelet {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-    KubeletVersion::parse(&String::from_utf8_lossy(&out.stdout)).map_err(|message| {
-        JoinError::Kubelet {
-            path: path.clone(),
-            message,
-        }
-    })
+        .map_err(|e| e.to_string())?;
+    KubeletVersion::parse(&String::from_utf8_lossy(&out.stdout))
 }
 
 /// This host's identity for ENI tags: `/etc/machine-id` under `root`, else the host name.
