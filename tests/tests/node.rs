@@ -73,6 +73,166 @@ fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T
     }
 }
 
+/// `kubectl ARGS` (admin) as a child with piped stdout, stdin null unless `stdin`.
+fn kubectl_child(
+    info: &SandboxInfo,
+    home: &Path,
+    args: &[&str],
+    stdin: bool,
+) -> std::process::Child {
+    info.command("kubectl")
+        .env("HOME", home)
+        .args(args)
+        .stdin(if stdin {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run kubectl")
+}
+
+/// Lines `child` prints within `window`, each with when it arrived; the child is killed after.
+fn lines_within(mut child: std::process::Child, window: Duration) -> Vec<(Duration, String)> {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let started = Instant::now();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            if tx.send((started.elapsed(), line)).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    while let Some(left) = window.checked_sub(started.elapsed()) {
+        match rx.recv_timeout(left) {
+            Ok(line) => lines.push(line),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    lines
+}
+
+/// kubelet's streaming API through the API server (→ N → proxy → NAT → tc → kubelet):
+/// `exec` (plain, then `-i` with a 1 MiB round trip checked by SHA-256), `logs`, `logs -f`
+/// for 5 s (lines keep arriving), `attach`, `port-forward`. `when` names the situation.
+fn kubelet_api_works(info: &SandboxInfo, home: &Path, when: &str) {
+    use sha2::Digest as _;
+    let exec = poll(
+        &format!("kubectl exec answers {when}"),
+        Duration::from_secs(30),
+        || {
+            let out = kubectl(
+                info,
+                &info.admin_kubeconfig,
+                home,
+                &[
+                    "exec",
+                    "web",
+                    "--",
+                    "/bin/busybox",
+                    "echo",
+                    "satellite-exec",
+                ],
+            );
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        },
+    );
+    assert_eq!(exec.trim(), "satellite-exec", "{when}");
+
+    let mut payload = vec![0u8; 1 << 20];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").expect("urandom"),
+        &mut payload,
+    )
+    .expect("random payload");
+    let mut child = kubectl_child(
+        info,
+        home,
+        &["exec", "-i", "web", "--", "/bin/busybox", "cat"],
+        true,
+    );
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let sent = payload.clone();
+    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &sent));
+    let out = child.wait_with_output().expect("kubectl exec -i");
+    writer.join().expect("writer").expect("stdin written");
+    assert!(
+        out.status.success(),
+        "kubectl exec -i {when}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        hex::encode(sha2::Sha256::digest(&out.stdout)),
+        hex::encode(sha2::Sha256::digest(&payload)),
+        "1 MiB through exec -i {when}: {} bytes back",
+        out.stdout.len()
+    );
+
+    let logs = kubectl(info, &info.admin_kubeconfig, home, &["logs", "web"]);
+    assert!(
+        logs.status.success(),
+        "kubectl logs {when}: {}",
+        String::from_utf8_lossy(&logs.stderr)
+    );
+    let followed = lines_within(
+        kubectl_child(info, home, &["logs", "-f", "--tail=1", "ticker"], false),
+        Duration::from_secs(5),
+    );
+    let late = followed
+        .iter()
+        .filter(|(at, line)| *at > Duration::from_secs(2) && line == "tick")
+        .count();
+    assert!(
+        late >= 5,
+        "kubectl logs -f {when}: {late} ticks after 2 s: {followed:?}"
+    );
+    let attached = lines_within(
+        kubectl_child(info, home, &["attach", "ticker"], false),
+        Duration::from_secs(5),
+    );
+    assert!(
+        attached.iter().filter(|(_, l)| l == "tick").count() >= 5,
+        "kubectl attach {when}: {attached:?}"
+    );
+
+    let mut forward = kubectl_child(info, home, &["port-forward", "pod/web", ":8080"], false);
+    let mut stdout = std::io::BufReader::new(forward.stdout.take().expect("piped stdout"));
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).expect("port-forward output");
+    // Drained until kubectl ends: it writes a line per connection and dies on a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    // "Forwarding from 127.0.0.1:41234 -> 8080"
+    let local = first
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or_else(|| panic!("kubectl port-forward {when}: {first:?}"))
+        .to_owned();
+    let answer = netns::run_in(&info.netns, move || -> std::io::Result<String> {
+        let mut stream = std::net::TcpStream::connect(local.as_str())?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut text)?;
+        Ok(text)
+    })
+    .expect("the VPC namespace");
+    let _ = forward.kill();
+    let _ = forward.wait();
+    assert_eq!(
+        answer.expect("port-forward connection").trim(),
+        "satellite-pod",
+        "kubectl port-forward {when}"
+    );
+}
+
 #[test]
 #[ignore = "needs root and the sandbox install (cargo xtask sandbox install)"]
 fn node_joins_runs_pods_survives_kubelet_crash_and_is_revoked() {
@@ -212,6 +372,13 @@ fn node_joins_runs_pods_survives_kubelet_crash_and_is_revoked() {
         &format!(
             "apiVersion: v1\nkind: Pod\nmetadata: {{name: web, namespace: default}}\nspec:\n  nodeName: {name}\n  automountServiceAccountToken: false\n  containers:\n  - name: web\n    image: \"{BUSYBOX_IMAGE}\"\n    imagePullPolicy: Never\n    command: [/bin/busybox, sh, -c, \"echo from-pod | /bin/busybox nc {node_ip} {probe_port}; exec /bin/busybox nc -ll -p 8080 -e /bin/busybox echo satellite-pod\"]\n    ports: [{{containerPort: 8080, hostPort: {HOST_PORT}, protocol: TCP}}]\n",
             node_ip = info.node_ip,
+        ),
+    );
+    admin_apply(
+        &info,
+        home.path(),
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: ticker, namespace: default}}\nspec:\n  nodeName: {name}\n  automountServiceAccountToken: false\n  containers:\n  - name: ticker\n    image: \"{BUSYBOX_IMAGE}\"\n    imagePullPolicy: Never\n    command: [/bin/busybox, sh, -c, \"while true; do echo tick; /bin/busybox sleep 0.2; done\"]\n"
         ),
     );
     let web_ip = poll("web pod Running", Duration::from_secs(60), || {
@@ -400,31 +567,7 @@ spec:
     );
     let through_proxy = node::proxy_metric(&info, "satellite_proxy_connections_accepted_total")
         .expect("proxy metrics");
-    let exec = poll("kubectl exec answers", Duration::from_secs(30), || {
-        let out = kubectl(
-            &info,
-            &info.admin_kubeconfig,
-            home.path(),
-            &[
-                "exec",
-                "web",
-                "--",
-                "/bin/busybox",
-                "echo",
-                "satellite-exec",
-            ],
-        );
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-    });
-    assert_eq!(exec.trim(), "satellite-exec");
-    let logs = kubectl(&info, &info.admin_kubeconfig, home.path(), &["logs", "web"]);
-    assert!(
-        logs.status.success(),
-        "kubectl logs: {}",
-        String::from_utf8_lossy(&logs.stderr)
-    );
+    kubelet_api_works(&info, home.path(), "with the approved serving certificate");
     // The API server reached kubelet at N, which in the VPC is the proxy's.
     let after_proxy = node::proxy_metric(&info, "satellite_proxy_connections_accepted_total")
         .expect("proxy metrics");
@@ -449,23 +592,8 @@ spec:
         || (lease_renew_time(&info, home.path(), &name) > renewed_before).then_some(()),
     );
     node::wait_ready(&info, &name, Duration::from_secs(60)).expect("Ready after restart");
-    // The new kubelet reuses its serving certificate: no new CSR, and exec still works.
-    let exec_after = poll(
-        "kubectl exec after the restart",
-        Duration::from_secs(30),
-        || {
-            let out = kubectl(
-                &info,
-                &info.admin_kubeconfig,
-                home.path(),
-                &["exec", "web", "--", "/bin/busybox", "echo", "again"],
-            );
-            out.status
-                .success()
-                .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-        },
-    );
-    assert_eq!(exec_after.trim(), "again");
+    // The new kubelet reuses its serving certificate: no new CSR, and its API still works.
+    kubelet_api_works(&info, home.path(), "after a kubelet restart");
     assert_eq!(
         node_csrs().len(),
         1,
@@ -475,6 +603,47 @@ spec:
         processes::running(&info.work_dir, node::AGENT),
         Some(agent_pid),
         "the agent itself kept running"
+    );
+
+    // The agent killed (SIGKILL, no teardown) and its children with it, as systemd's
+    // control-group kill does (kubelet would die anyway on its next write to the agent's
+    // pipe): the pinned datapath still carries the VPC's traffic to the pods (the host port
+    // through the proxy, NAT and tc) with no agent and no kubelet.
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe { libc::kill(agent_pid, libc::SIGKILL) };
+    poll("the agent gone", Duration::from_secs(10), || {
+        processes::running(&info.work_dir, node::AGENT)
+            .is_none()
+            .then_some(())
+    });
+    for orphan in node::kubelet_pids(&info) {
+        processes::signal_group(orphan, libc::SIGKILL);
+    }
+    poll("the orphaned kubelet gone", Duration::from_secs(10), || {
+        node::kubelet_pids(&info).is_empty().then_some(())
+    });
+    let node_ip = info.node_ip.clone();
+    let answer = netns::run_in(&info.netns, move || -> std::io::Result<String> {
+        let mut stream = std::net::TcpStream::connect((node_ip.as_str(), HOST_PORT))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut text)?;
+        Ok(text)
+    })
+    .expect("the VPC namespace");
+    assert_eq!(
+        answer.expect("N:30080 with the agent down").trim(),
+        "satellite-pod",
+        "the pinned datapath without its agent"
+    );
+    // A new agent adopts the pins and starts kubelet again.
+    node::start_agent(&info, &bins).expect("agent restarted");
+    node::wait_ready(&info, &name, Duration::from_secs(60)).expect("Ready with a new agent");
+    kubelet_api_works(&info, home.path(), "with a restarted agent (pins adopted)");
+    assert_eq!(
+        node_csrs().len(),
+        1,
+        "a new kubelet filed a new serving CSR"
     );
 
     // Agent stopped (SIGTERM) → kubelet stopped.
