@@ -8,8 +8,9 @@
 //!   and audited once; CSRs of nodes that are not satellite nodes and of other signers are
 //!   left untouched (EKS decides those).
 //! - `--dry-run` reports its decisions and writes nothing; an identity without the RBAC of
-//!   `admin approver-rbac` is refused at start (exit 5) naming what it lacks; CSRs filed while
-//!   the approver is down are decided once it is back, each exactly once across restarts.
+//!   `admin approver-rbac`, or one the API server does not know, is refused at start (exit 5)
+//!   naming what it lacks; CSRs filed while the approver is down are decided once it is back,
+//!   each exactly once across restarts.
 //!
 //! What kube-apiserver v1.20 accepts (`pkg/apis/certificates/validation`): `spec.request`
 //! must hold a PEM `CERTIFICATE REQUEST` block whose DER Go's `x509.ParseCertificateRequest`
@@ -655,6 +656,29 @@ fn dry_run_writes_nothing_no_rights_exits_5_and_a_restart_misses_nothing() {
     eprintln!(
         "refused without RBAC in {:.2} s",
         started.elapsed().as_secs_f64()
+    );
+
+    // An identity the API server does not know (an IAM role aws-auth does not map): refused,
+    // exit 5, naming aws-auth.
+    let known = std::fs::read_to_string(&c.info.approver_kubeconfig).expect("kubeconfig");
+    let unknown: String = known
+        .lines()
+        .map(|l| match l.split_once("token: ") {
+            Some((indent, _)) => format!("{indent}token: {}\n", random_hex(32).expect("random")),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    assert_ne!(known, unknown, "no token line in {known}");
+    let unknown_path = c.home.path().join("unknown.kubeconfig");
+    std::fs::write(&unknown_path, unknown).expect("kubeconfig");
+    let refused = c.approve_csrs(&unknown_path, &["--watch"]);
+    let text = stderr(&refused);
+    assert_eq!(refused.status.code(), Some(5), "{text}");
+    assert!(
+        text.contains("did not accept the approver's credentials")
+            && text.contains("kube-system/aws-auth")
+            && text.contains("401"),
+        "{text}"
     );
 
     // A node may read CSRs but not approve them: a node cannot use the approver to approve

@@ -88,6 +88,17 @@ pub enum ApproverError {
         /// What is missing.
         missing: Vec<Permission>,
     },
+    /// The API server did not accept the identity's credentials (401) at the startup check.
+    #[error(
+        "the API server did not accept the approver's credentials: map its IAM role in \
+         kube-system/aws-auth to the user the `satellite-agent admin approver-rbac` binding names \
+         (default {}), and check its kubeconfig",
+        rbac::DEFAULT_USER
+    )]
+    Unauthenticated(#[source] kube::Error),
+    /// The startup check (SelfSubjectAccessReview) was refused otherwise.
+    #[error("checking the approver's permissions (SelfSubjectAccessReview)")]
+    Check(#[source] kube::Error),
     /// The API server did not answer the startup check.
     #[error("the Kubernetes API server did not answer ({CONNECT_ATTEMPTS} attempts with backoff)")]
     Unreachable(#[source] kube::Error),
@@ -132,7 +143,10 @@ pub async fn command(args: &ApproverArgs) -> Result<(), AgentError> {
         })
         .await
         .map_err(|e| match e {
-            kube::Error::Api(_) => ApproverError::Kube(e),
+            kube::Error::Api(ref status) if status.code == 401 => {
+                ApproverError::Unauthenticated(e)
+            }
+            kube::Error::Api(_) => ApproverError::Check(e),
             e => ApproverError::Unreachable(e),
         })?;
     if !missing.is_empty() {
