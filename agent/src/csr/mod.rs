@@ -12,7 +12,15 @@
 //! host, in the VPC, is the natural place. It runs as its own identity with only
 //! [`rbac::cluster_role`]: map an IAM role to it in `kube-system/aws-auth` with no groups
 //! (`- rolearn: arn:aws:iam::<account>:role/satellite-csr-approver`, `username:
-//! satellite:csr-approver`), then `satellite-agent admin approver-rbac | kubectl apply -f -`.
+//! satellite:csr-approver`), then `satellite-agent admin approver-rbac | kubectl apply -f -`
+//! (its ClusterRoleBinding names that user; `--user`/`--group` for another).
+//!
+//! The unit runs `approve-csrs --watch --kubeconfig %d/kubeconfig` under `DynamicUser` with
+//! `ProtectSystem=strict`, no capabilities and a syscall filter; systemd hands it
+//! `/etc/satellite/csr-approver.kubeconfig` (root-only) with `LoadCredential`. That kubeconfig
+//! holds no secret: its user is `satellite-credential-plugin … --role-arn <the approver's
+//! role>` (an `exec` plugin), with the proxy host's instance-profile credentials as the base.
+//! Nothing secret is in its argv or environment.
 //!
 //! Trust: a Node's labels and `status.addresses` are written by the node itself, so they
 //! only say which CSRs are ours to judge; what is approved is bound to the node's name, which
