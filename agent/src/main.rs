@@ -6,6 +6,9 @@
 //! satellite-agent run   -c node.yaml [--root DIR]               # supervise kubelet (systemd Type=notify)
 //! satellite-agent admin authorize|revoke --role-arn ARN (--node-name NAME | -c node.yaml)
 //!                       [--kubeconfig FILE] [--dry-run]         # kube-system/aws-auth mapping
+//! satellite-agent admin approve-csrs [--watch] [--dry-run] [--kubeconfig FILE]
+//!                       [--service-cidr CIDRS] …                # serving CSRs: approve nodes' own, deny forged
+//! satellite-agent admin approver-rbac [--user U | --group G]    # the approver's ClusterRole + binding
 //! satellite-agent datapath up (-c node.yaml | --node-ip N --peer ADDR…) [--uplink IF]
 //!                       [--allow-ports LIST] [--watch] …        # N on lo, peer routes, tc NAT
 //! satellite-agent datapath down [--uplink IF] | status [--uplink IF] [--json]

@@ -12,7 +12,15 @@
 //! host, in the VPC, is the natural place. It runs as its own identity with only
 //! [`rbac::cluster_role`]: map an IAM role to it in `kube-system/aws-auth` with no groups
 //! (`- rolearn: arn:aws:iam::<account>:role/satellite-csr-approver`, `username:
-//! satellite:csr-approver`), then `satellite-agent admin approver-rbac | kubectl apply -f -`.
+//! satellite:csr-approver`), then `satellite-agent admin approver-rbac | kubectl apply -f -`
+//! (its ClusterRoleBinding names that user; `--user`/`--group` for another).
+//!
+//! The unit runs `approve-csrs --watch --kubeconfig %d/kubeconfig` under `DynamicUser` with
+//! `ProtectSystem=strict`, no capabilities and a syscall filter; systemd hands it
+//! `/etc/satellite/csr-approver.kubeconfig` (root-only) with `LoadCredential`. That kubeconfig
+//! holds no secret: its user is `satellite-credential-plugin … --role-arn <the approver's
+//! role>` (an `exec` plugin), with the proxy host's instance-profile credentials as the base.
+//! Nothing secret is in its argv or environment.
 //!
 //! Trust: a Node's labels and `status.addresses` are written by the node itself, so they
 //! only say which CSRs are ours to judge; what is approved is bound to the node's name, which
@@ -88,6 +96,17 @@ pub enum ApproverError {
         /// What is missing.
         missing: Vec<Permission>,
     },
+    /// The API server did not accept the identity's credentials (401) at the startup check.
+    #[error(
+        "the API server did not accept the approver's credentials: map its IAM role in \
+         kube-system/aws-auth to the user the `satellite-agent admin approver-rbac` binding names \
+         (default {}), and check its kubeconfig",
+        rbac::DEFAULT_USER
+    )]
+    Unauthenticated(#[source] kube::Error),
+    /// The startup check (SelfSubjectAccessReview) was refused otherwise.
+    #[error("checking the approver's permissions (SelfSubjectAccessReview)")]
+    Check(#[source] kube::Error),
     /// The API server did not answer the startup check.
     #[error("the Kubernetes API server did not answer ({CONNECT_ATTEMPTS} attempts with backoff)")]
     Unreachable(#[source] kube::Error),
@@ -132,7 +151,10 @@ pub async fn command(args: &ApproverArgs) -> Result<(), AgentError> {
         })
         .await
         .map_err(|e| match e {
-            kube::Error::Api(_) => ApproverError::Kube(e),
+            kube::Error::Api(ref status) if status.code == 401 => {
+                ApproverError::Unauthenticated(e)
+            }
+            kube::Error::Api(_) => ApproverError::Check(e),
             e => ApproverError::Unreachable(e),
         })?;
     if !missing.is_empty() {
