@@ -84,6 +84,39 @@ pub fn run(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Like [`run`], with `input` written to the command's stdin (stdout is returned as there).
+pub fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Result<String> {
+    use std::io::Write as _;
+    let line = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(OsStr::to_string_lossy)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running `{line}` (`cargo xtask setup` installs the tools)"))?;
+    child
+        .stdin
+        .take()
+        .with_context(|| format!("`{line}`: no stdin"))?
+        .write_all(input)
+        .with_context(|| format!("writing to `{line}`"))?;
+    let out = child
+        .wait_with_output()
+        .with_context(|| format!("waiting for `{line}`"))?;
+    if !out.status.success() {
+        bail!(
+            "`{line}` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// `ip ARGS…` (iproute2) through [`run`]: its stdout, or an error with the command and stderr.
 pub fn ip(args: &[&str]) -> Result<String> {
     run(Command::new("ip").args(args))

@@ -30,7 +30,7 @@ use base64::Engine as _;
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
 use satellite_tests::netns;
 use satellite_tests::sandbox::node::{self, NodeBinaries};
-use satellite_tests::sandbox::testing::{TestSandbox, kubectl, target_bin};
+use satellite_tests::sandbox::testing::{TestSandbox, kubectl, poll, target_bin};
 use satellite_tests::sandbox::{SandboxInfo, pki, processes, random_hex};
 use serde_json::{Value, json};
 
@@ -225,20 +225,6 @@ struct Forgery {
     reason: &'static str,
     /// In the Denied condition's message.
     message: String,
-}
-
-fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = f() {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?}: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 /// A unique CSR name for `case`.

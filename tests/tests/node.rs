@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use satellite_tests::netns;
 use satellite_tests::sandbox::node::{self, NodeBinaries};
-use satellite_tests::sandbox::testing::{TestSandbox, kubectl, target_bin};
+use satellite_tests::sandbox::testing::{TestSandbox, kubectl, poll, target_bin};
 use satellite_tests::sandbox::{BUSYBOX_IMAGE, SandboxInfo, processes};
 use serde_json::Value;
 
@@ -57,20 +57,6 @@ fn lease_renew_time(info: &SandboxInfo, home: &Path, name: &str) -> String {
         .as_str()
         .unwrap_or_default()
         .to_owned()
-}
-
-fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = f() {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?}: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 /// `kubectl ARGS` (admin) as a child with piped stdout, stdin null unless `stdin`.

@@ -11,7 +11,6 @@
 //! One file (over 500 lines): `up` and `down` are each other's inverse, step for step, and
 //! are kept side by side so that every start has its stop.
 
-use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -611,31 +610,14 @@ subjects:
 ///
 /// Errors: kubectl could not run, or failed (its stderr is the message).
 pub fn kubectl_apply(work_dir: &Path, ns: &str, manifest: &str) -> Result<()> {
-    let mut child = netns::command(ns, "kubectl")
-        .arg("--kubeconfig")
-        .arg(work_dir.join("admin.kubeconfig"))
-        .args(["apply", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("running kubectl apply")?;
-    child
-        .stdin
-        .take()
-        .context("kubectl's stdin")?
-        .write_all(manifest.as_bytes())
-        .context("writing to kubectl apply")?;
-    let out = child
-        .wait_with_output()
-        .context("waiting for kubectl apply")?;
-    if !out.status.success() {
-        bail!(
-            "kubectl apply: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    netns::run_with_stdin(
+        netns::command(ns, "kubectl")
+            .arg("--kubeconfig")
+            .arg(work_dir.join("admin.kubeconfig"))
+            .args(["apply", "-f", "-"]),
+        manifest.as_bytes(),
+    )
+    .map(drop)
 }
 
 /// Probes a component's health endpoint (inside the namespace).

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{SandboxInfo, lifecycle};
 
@@ -84,4 +84,20 @@ pub fn kubectl(info: &SandboxInfo, kubeconfig: &Path, home: &Path, args: &[&str]
         .stdin(Stdio::null())
         .output()
         .expect("run kubectl")
+}
+
+/// Calls `f` every 250 ms until it returns `Some`, and returns that; panics naming `what`
+/// after `timeout`.
+pub fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = f() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?}: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }

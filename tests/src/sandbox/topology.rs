@@ -25,10 +25,7 @@
 //!
 //! Every address is in 198.18.0.0/15 and exists only inside these namespaces.
 
-use std::io::Write as _;
-use std::process::Stdio;
-
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Result, bail};
 
 use super::{APISERVER_IP, NODE_IP, netns};
 
@@ -214,26 +211,12 @@ fn sysctl(ns: &str, setting: &str) -> Result<()> {
     netns::run(netns::command(ns, "sysctl").args(["-qw", setting])).map(drop)
 }
 
-/// `nft -f -` with `ruleset` inside `ns`.
+/// `nft -f -` with `ruleset` inside `ns` (Debian `nftables`, which `cargo xtask sandbox
+/// install` installs).
 fn nft(ns: &str, ruleset: &str) -> Result<()> {
-    let mut child = netns::command(ns, "nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("running nft (Debian `nftables`: run `cargo xtask sandbox install`)")?;
-    child
-        .stdin
-        .take()
-        .context("nft's stdin")?
-        .write_all(ruleset.as_bytes())?;
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!(
-            "nft -f - in {ns}: {}\n{ruleset}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    netns::run_with_stdin(
+        netns::command(ns, "nft").args(["-f", "-"]),
+        ruleset.as_bytes(),
+    )
+    .map(drop)
 }
