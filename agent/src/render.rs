@@ -166,7 +166,7 @@ pub fn plan(config: &NodeConfig, resolved: &Resolved) -> Result<Plan, String> {
     let flags = kubelet_flags(config, resolved, &layout)?;
     plan.add(FileSpec::new(
         &layout.kubelet_flags,
-        serde_json::to_string_pretty(&flags).map_err(|e| e.to_string())? + "\n",
+        argv_json(&flags)?,
         0o644,
     ));
     if let Some(kube_proxy) = &config.spec.kube_proxy {
@@ -176,10 +176,10 @@ pub fn plan(config: &NodeConfig, resolved: &Resolved) -> Result<Plan, String> {
             yaml(&proxy_config)?,
             0o644,
         ));
-        let flags = vec![format!("--config={}", layout.kube_proxy_config.display())];
+        let flags = [format!("--config={}", layout.kube_proxy_config.display())];
         plan.add(FileSpec::new(
             &layout.kube_proxy_flags,
-            serde_json::to_string_pretty(&flags).map_err(|e| e.to_string())? + "\n",
+            argv_json(&flags)?,
             0o644,
         ));
     }
@@ -187,6 +187,12 @@ pub fn plan(config: &NodeConfig, resolved: &Resolved) -> Result<Plan, String> {
     plan.add(FileSpec::new(&layout.cni, cni_conflist(config)?, 0o644));
     plan.add(FileSpec::new(&layout.unit, agent_unit(resolved), 0o644));
     Ok(plan)
+}
+
+/// A flags file (`flags.json`, `kube-proxy-flags.json`): the argv as a pretty JSON array,
+/// which `run` reads back.
+fn argv_json(args: &[String]) -> Result<String, String> {
+    Ok(serde_json::to_string_pretty(args).map_err(|e| e.to_string())? + "\n")
 }
 
 /// The KubeletConfiguration (kubelet.config.k8s.io/v1beta1) as JSON, with

@@ -14,7 +14,7 @@ use k8s_openapi::api::certificates::v1::{
 };
 use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeStatus};
 use kube::api::ObjectMeta;
-use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
+use rcgen::SanType;
 use satellite_agent::config::node_ip_from_name;
 use satellite_agent::csr::decide::{
     Decision, DenyReason, KUBELET_SERVING_SIGNER, Policy, Skip, decide,
@@ -36,16 +36,7 @@ fn policy() -> Policy {
 
 /// A PEM request for `cn` / `orgs` with `sans`.
 fn request(cn: &str, orgs: &[&str], sans: Vec<SanType>) -> String {
-    let mut params = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    for org in orgs {
-        dn.push(DnType::OrganizationName, *org);
-    }
-    dn.push(DnType::CommonName, cn);
-    params.distinguished_name = dn;
-    params.subject_alt_names = sans;
-    let key = KeyPair::generate().unwrap();
-    params.serialize_request(&key).unwrap().pem().unwrap()
+    satellite_tests::sandbox::pki::certificate_request(cn, orgs, sans).1
 }
 
 fn dns(name: &str) -> SanType {

@@ -66,32 +66,17 @@ pub fn require_root(what: &str) -> Result<()> {
 /// start (with a hint to `cargo xtask setup`, which installs the tools) or exits unsuccessfully
 /// (with its status and stderr).
 pub fn run(cmd: &mut Command) -> Result<String> {
-    let line = std::iter::once(cmd.get_program())
-        .chain(cmd.get_args())
-        .map(OsStr::to_string_lossy)
-        .collect::<Vec<_>>()
-        .join(" ");
+    let line = command_line(cmd);
     let out = cmd
         .output()
         .with_context(|| format!("running `{line}` (`cargo xtask setup` installs the tools)"))?;
-    if !out.status.success() {
-        bail!(
-            "`{line}` failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    stdout_of(&line, out)
 }
 
-/// Like [`run`], with `input` written to the command's stdin (stdout is returned as there).
+/// Like [`run`], with `input` written to the command's stdin.
 pub fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Result<String> {
     use std::io::Write as _;
-    let line = std::iter::once(cmd.get_program())
-        .chain(cmd.get_args())
-        .map(OsStr::to_string_lossy)
-        .collect::<Vec<_>>()
-        .join(" ");
+    let line = command_line(cmd);
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -107,6 +92,20 @@ pub fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Result<String> {
     let out = child
         .wait_with_output()
         .with_context(|| format!("waiting for `{line}`"))?;
+    stdout_of(&line, out)
+}
+
+/// The program and its arguments, for messages.
+fn command_line(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(OsStr::to_string_lossy)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The stdout of a finished command, or an error with its status and stderr.
+fn stdout_of(line: &str, out: std::process::Output) -> Result<String> {
     if !out.status.success() {
         bail!(
             "`{line}` failed ({}): {}",

@@ -37,6 +37,16 @@ pub fn libfaketime() -> PathBuf {
     path
 }
 
+/// The Kubernetes binaries the sandbox builds from Debian's source (`make WHAT=cmd/…`) into
+/// [`kubernetes_bin_dir`]: the control plane, and kubelet and kube-proxy, which the agent
+/// supervises on the node.
+pub const KUBE_COMPONENTS: &[&str] = &[
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kubelet",
+    "kube-proxy",
+];
+
 /// Directory of the Kubernetes binaries built from Debian's `kubernetes` source package
 /// (`kube-apiserver`, `kube-controller-manager`, `kubelet`, v1.20.2): a symlink that
 /// `cargo xtask sandbox up` (or `cargo xtask setup`) points at the build for the current

@@ -27,7 +27,7 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
+use rcgen::SanType;
 use satellite_tests::netns;
 use satellite_tests::sandbox::node::{self, NodeBinaries};
 use satellite_tests::sandbox::testing::{TestSandbox, kubectl, poll, target_bin};
@@ -247,22 +247,7 @@ fn csr_manifest(name: &str, request: &[u8], signer: &str, usages: &[&str]) -> Va
 
 /// A PEM PKCS#10 request (fresh ECDSA P-256 key) for `cn` / `orgs` with `sans`.
 fn request(cn: &str, orgs: &[&str], sans: Vec<SanType>) -> String {
-    request_der(cn, orgs, sans).1
-}
-
-/// The DER and PEM of [`request`].
-fn request_der(cn: &str, orgs: &[&str], sans: Vec<SanType>) -> (Vec<u8>, String) {
-    let mut params = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    for org in orgs {
-        dn.push(DnType::OrganizationName, *org);
-    }
-    dn.push(DnType::CommonName, cn);
-    params.distinguished_name = dn;
-    params.subject_alt_names = sans;
-    let key = KeyPair::generate().expect("key");
-    let csr = params.serialize_request(&key).expect("request");
-    (csr.der().to_vec(), csr.pem().expect("PEM"))
+    pki::certificate_request(cn, orgs, sans).1
 }
 
 /// `der` as a PEM block labelled `label`.
@@ -403,7 +388,7 @@ fn forged_serving_csrs_are_denied_and_other_nodes_csrs_left_alone() {
 
     // Refused at admission, never seen by the approver: garbage, a PEM block of bad DER, and a
     // request whose self-signature does not verify (the DER's last byte is the signature's).
-    let (mut tampered, _) = request_der(&own_cn, &["system:nodes"], c.own_sans());
+    let (mut tampered, _) = pki::certificate_request(&own_cn, &["system:nodes"], c.own_sans());
     *tampered.last_mut().expect("DER") ^= 0x01;
     for (case, request, says) in [
         (
@@ -442,7 +427,7 @@ fn forged_serving_csrs_are_denied_and_other_nodes_csrs_left_alone() {
         c.node_request(c.own_sans()),
         c.node_request(vec![dns("evil.example.com")])
     );
-    let (own_der, _) = request_der(&own_cn, &["system:nodes"], c.own_sans());
+    let (own_der, _) = pki::certificate_request(&own_cn, &["system:nodes"], c.own_sans());
     let with_headers = pem("CERTIFICATE REQUEST", &own_der).replacen(
         "-----\n",
         "-----\nComment: satellite test\n\n",

@@ -59,6 +59,18 @@ fn lease_renew_time(info: &SandboxInfo, home: &Path, name: &str) -> String {
         .to_owned()
 }
 
+/// Connects to `addr` from namespace `ns` and reads until the peer closes (5 s read timeout).
+fn read_all(ns: &str, addr: String) -> std::io::Result<String> {
+    netns::run_in(ns, move || -> std::io::Result<String> {
+        let mut stream = std::net::TcpStream::connect(addr.as_str())?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut text)?;
+        Ok(text)
+    })
+    .map_err(std::io::Error::other)?
+}
+
 /// `kubectl ARGS` (admin) as a child with piped stdout, stdin null unless `stdin`.
 fn kubectl_child(
     info: &SandboxInfo,
@@ -202,14 +214,7 @@ fn kubelet_api_works(info: &SandboxInfo, home: &Path, when: &str) {
         .nth(2)
         .unwrap_or_else(|| panic!("kubectl port-forward {when}: {first:?}"))
         .to_owned();
-    let answer = netns::run_in(&info.netns, move || -> std::io::Result<String> {
-        let mut stream = std::net::TcpStream::connect(local.as_str())?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut stream, &mut text)?;
-        Ok(text)
-    })
-    .expect("the VPC namespace");
+    let answer = read_all(&info.netns, local);
     let _ = forward.kill();
     let _ = forward.wait();
     assert_eq!(
@@ -378,19 +383,11 @@ fn node_joins_runs_pods_survives_kubelet_crash_and_is_revoked() {
         .expect("the pod connected to the host");
     assert_eq!(text.trim(), "from-pod");
     assert_eq!(peer.to_string(), web_ip, "pod → host is not masqueraded");
-    let node_ip = info.node_ip.clone();
+    let host_port = format!("{}:{HOST_PORT}", info.node_ip);
     let answer = poll("N:30080 answers", Duration::from_secs(30), || {
-        let node_ip = node_ip.clone();
-        netns::run_in(&info.netns, move || -> std::io::Result<String> {
-            let mut stream = std::net::TcpStream::connect((node_ip.as_str(), HOST_PORT))?;
-            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-            let mut text = String::new();
-            std::io::Read::read_to_string(&mut stream, &mut text)?;
-            Ok(text)
-        })
-        .ok()
-        .and_then(Result::ok)
-        .filter(|t| !t.is_empty())
+        read_all(&info.netns, host_port.clone())
+            .ok()
+            .filter(|t| !t.is_empty())
     });
     assert_eq!(answer.trim(), "satellite-pod");
     // NodePort: a Deployment (2 busybox replicas bound to the node, each answering with its
@@ -438,22 +435,12 @@ spec:
             .sum::<usize>();
         (ready == 2).then_some(())
     });
-    let node_ip = info.node_ip.clone();
     let mut answered = std::collections::BTreeSet::new();
     poll(
         "both replicas answer at N:30081 through the proxy",
         Duration::from_secs(60),
         || {
-            let node_ip = node_ip.clone();
-            let answer = netns::run_in(&info.netns, move || -> std::io::Result<String> {
-                let mut stream = std::net::TcpStream::connect((node_ip.as_str(), NODE_PORT))?;
-                stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-                let mut text = String::new();
-                std::io::Read::read_to_string(&mut stream, &mut text)?;
-                Ok(text)
-            })
-            .ok()
-            .and_then(Result::ok);
+            let answer = read_all(&info.netns, format!("{}:{NODE_PORT}", info.node_ip)).ok();
             if let Some(pod) = answer.filter(|t| t.starts_with("httpd-")) {
                 answered.insert(pod.trim().to_owned());
             }
@@ -608,17 +595,10 @@ spec:
     poll("the orphaned kubelet gone", Duration::from_secs(10), || {
         node::kubelet_pids(&info).is_empty().then_some(())
     });
-    let node_ip = info.node_ip.clone();
-    let answer = netns::run_in(&info.netns, move || -> std::io::Result<String> {
-        let mut stream = std::net::TcpStream::connect((node_ip.as_str(), HOST_PORT))?;
-        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut stream, &mut text)?;
-        Ok(text)
-    })
-    .expect("the VPC namespace");
     assert_eq!(
-        answer.expect("N:30080 with the agent down").trim(),
+        read_all(&info.netns, host_port.clone())
+            .expect("N:30080 with the agent down")
+            .trim(),
         "satellite-pod",
         "the pinned datapath without its agent"
     );

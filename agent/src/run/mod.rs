@@ -160,10 +160,9 @@ pub async fn run(options: &RunOptions) -> Result<(), RunError> {
     if let Err(e) = supervisor.await {
         tracing::error!(error = %Report(&e), "kubelet supervisor failed");
     }
-    if let Some(Err(e)) = match proxy_supervisor {
-        Some(handle) => Some(handle.await),
-        None => None,
-    } {
+    if let Some(handle) = proxy_supervisor
+        && let Err(e) = handle.await
+    {
         tracing::error!(error = %Report(&e), "kube-proxy supervisor failed");
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);

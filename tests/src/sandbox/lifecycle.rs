@@ -475,12 +475,7 @@ fn cni_bin_dir(work_dir: &Path) -> Result<PathBuf> {
 fn preflight(work_dir: &Path, authenticator_bin: &Path) -> Result<()> {
     netns::require_root("the sandbox")?;
     let install = "run `cargo xtask sandbox install`";
-    for component in [
-        "kube-apiserver",
-        "kube-controller-manager",
-        "kubelet",
-        "kube-proxy",
-    ] {
+    for component in tools::KUBE_COMPONENTS {
         let bin = tools::kubernetes_bin_dir().join(component);
         if !bin.exists() {
             bail!("{} is missing: {install}", bin.display());

@@ -35,6 +35,8 @@ pub const APPROVER: &str = "satellite-csr-approver";
 pub const PROXY: &str = "satellite-proxy";
 /// The node's processes, in the order `down` stops them (the agent first: it stops kubelet).
 pub const PROCESSES: &[&str] = &[AGENT, APPROVER, PROXY];
+/// The proxy's `/healthz` and `/metrics` (in the VPC namespace).
+pub const PROXY_HEALTH: &str = "127.0.0.1:9901";
 /// The ports the proxy passes through to the host: kubelet's and the NodePort range.
 pub const PROXY_PORTS: &str = "10250,30000-32767";
 /// The node's directory inside the work dir.
@@ -311,7 +313,7 @@ pub fn start_proxy(info: &SandboxInfo, bins: &NodeBinaries) -> Result<i32> {
             "{}={}:{PROXY_PORTS}",
             info.node_ip, info.public_address
         ))
-        .args(["--health", "127.0.0.1:9901"])
+        .args(["--health", PROXY_HEALTH])
         .env("RUST_LOG", "info");
     let pid = processes::spawn(&info.work_dir, PROXY, cmd)?;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -343,7 +345,7 @@ pub fn start_proxy(info: &SandboxInfo, bins: &NodeBinaries) -> Result<i32> {
 /// namespace.
 pub fn proxy_metric(info: &SandboxInfo, name: &str) -> Result<f64> {
     let text = netns::run_in(&info.netns, || {
-        ureq::get("http://127.0.0.1:9901/metrics")
+        ureq::get(format!("http://{PROXY_HEALTH}/metrics"))
             .call()
             .and_then(|mut r| r.body_mut().read_to_string())
     })?
@@ -534,14 +536,14 @@ pub fn kill_pods(netns: &str, host_netns: &str) -> Result<()> {
     if pids.is_empty() {
         return Ok(());
     }
-    let sandbox_ns = std::fs::metadata(netns::path(host_netns))
+    let host_ns = std::fs::metadata(netns::path(host_netns))
         .map(|m| m.ino())
         .ok();
     let pod_namespaces: std::collections::BTreeSet<u64> = pids
         .iter()
         .filter_map(|pid| std::fs::metadata(format!("/proc/{pid}/ns/net")).ok())
         .map(|m| m.ino())
-        .filter(|ino| Some(*ino) != sandbox_ns)
+        .filter(|ino| Some(*ino) != host_ns)
         .collect();
     for pid in &pids {
         // SAFETY: kill(2) has no memory-safety preconditions.

@@ -23,6 +23,26 @@ pub const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
 /// `satellite-agent admin approver-rbac` prints authorises it).
 pub const APPROVER_USER: &str = "satellite:csr-approver";
 
+/// A PKCS#10 certificate request (RFC 2986) for subject `O=orgs…, CN=cn` with `sans`, signed
+/// with a fresh ECDSA P-256 key: its DER and PEM. What kubelet files for its serving
+/// certificate, or any forgery of it, for the approver's tests.
+pub fn certificate_request(cn: &str, orgs: &[&str], sans: Vec<SanType>) -> (Vec<u8>, String) {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    for org in orgs {
+        dn.push(DnType::OrganizationName, *org);
+    }
+    dn.push(DnType::CommonName, cn);
+    params.distinguished_name = dn;
+    params.subject_alt_names = sans;
+    let key = KeyPair::generate().expect("an ECDSA P-256 key");
+    let csr = params
+        .serialize_request(&key)
+        .expect("a request of valid parameters");
+    let pem = csr.pem().expect("PEM of a request");
+    (csr.der().to_vec(), pem)
+}
+
 /// Paths of the generated material.
 #[derive(Debug, Clone)]
 pub struct Pki {

@@ -45,13 +45,7 @@ const PACKAGES: &[&str] = &[
 ];
 
 /// The Kubernetes components the sandbox needs from the source tree (`make WHAT=…`).
-/// kube-proxy runs on the satellite node (NodePort), supervised by the agent.
-const KUBE_COMPONENTS: &[&str] = &[
-    "kube-apiserver",
-    "kube-controller-manager",
-    "kubelet",
-    "kube-proxy",
-];
+use satellite_tests::tools::KUBE_COMPONENTS;
 
 /// Installs everything (idempotent; instant when done).
 pub fn all() -> Result<()> {
